@@ -1,0 +1,266 @@
+"""Figures, tables and the run's ``index.html``.
+
+Figures use seaborn on matplotlib's non-interactive backend; tables are pandas data frames
+built from the JSON and CSV artifacts of a run, never from notebook state.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+
+from pdblib.runs import RunDir  # noqa: E402
+from pdblib.utils import atomic_write_text  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+DEFENSE_LABELS = {
+    "undefended": "Undefended", "ce_finetuned": "CE fine-tuned", "pdb": "PDB",
+    "pdb_swap_top2": "PDB (swap top-2)", "pdb_onehot_second": "PDB (one-hot runner-up)",
+    "pdb_onehot_random": "PDB (one-hot keyed random)",
+}
+POOL_LABELS = {"mnist": "MNIST pool (out of distribution)", "fashion_mnist": "Fashion-MNIST pool (in distribution)"}
+OUTPUT_LABELS = {"probs": "soft labels", "labels": "hard labels"}
+
+
+def set_style() -> None:
+    """Seaborn theme used by every figure."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+
+
+def plot_image_grid(rows: dict[str, torch.Tensor], *, columns: int = 10, title: str | None = None):
+    """Show the first ``columns`` images of each named batch ``(N, 1, H, W)`` as one row."""
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns, 1.35 * len(rows) + 0.4), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title(label, loc="left", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def history_frame(histories: dict[str, list[dict]]) -> pd.DataFrame:
+    """Long data frame of per-epoch records, one ``model`` per history."""
+    frames = [pd.DataFrame(records).assign(model=name) for name, records in histories.items() if records]
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_training_curves(histories: dict[str, list[dict]]):
+    """Training loss and validation accuracy per epoch for each named history."""
+    frame = history_frame(histories)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    sns.lineplot(data=frame, x="epoch", y="train_loss", hue="model", marker="o", ax=axes[0])
+    axes[0].set(xlabel="epoch", ylabel="training loss (CE + penalty for PDB)", title="Training loss")
+    if "val_acc" in frame:
+        sns.lineplot(data=frame, x="epoch", y="val_acc", hue="model", marker="o", ax=axes[1])
+        axes[1].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy (benign)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_clone_accuracy(results: pd.DataFrame, *, victim_acc: float | None = None, y: str = "clone_acc"):
+    """Clone accuracy against query budget: one panel per pool, colour per defense, dash per output."""
+    frame = results.copy()
+    frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
+    frame["pool"] = frame["pool"].map(lambda name: POOL_LABELS.get(name, name))
+    frame["output"] = frame["output"].map(lambda name: OUTPUT_LABELS.get(name, name))
+    grid = sns.relplot(data=frame, x="budget", y=y, hue="defense", style="output", col="pool", kind="line",
+                       markers=True, height=3.8, aspect=1.25, facet_kws={"sharey": True})
+    label = {"clone_acc": "clone test accuracy", "fidelity_deployed": "fidelity to deployed network",
+             "fidelity_victim": "fidelity to original victim"}.get(y, y)
+    grid.set_axis_labels("query budget (queries)", label)
+    grid.set_titles("{col_name}")
+    if victim_acc is not None and y == "clone_acc":
+        for ax in grid.axes.flat:
+            ax.axhline(victim_acc, color="grey", linestyle=":", linewidth=1)
+            ax.text(ax.get_xlim()[0], victim_acc, " victim", va="bottom", fontsize=8, color="grey")
+    for ax in grid.axes.flat:
+        ax.set_xscale("log")
+    return grid.figure
+
+
+def plot_transition_scores(scores: dict[str, torch.Tensor], threshold: float):
+    """Histograms of PDB transition scores per input source, with the flip threshold."""
+    frame = pd.concat([pd.DataFrame({"score": values.numpy(), "source": name}) for name, values in scores.items()],
+                      ignore_index=True)
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    sns.histplot(data=frame, x="score", hue="source", stat="density", common_norm=False, element="step",
+                 bins=60, ax=ax)
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
+    ax.text(threshold, ax.get_ylim()[1] * 0.95, " flip threshold", fontsize=9)
+    ax.set(xlabel="transition score: logit_K minus best real logit", ylabel="density",
+           title="Where inputs land: flipped when the score exceeds the threshold")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a figure as PNG at 110 dpi and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def utility_table(run: RunDir) -> pd.DataFrame:
+    """Utility on the test set: undefended victim, CE-fine-tuned victim and PDB."""
+    metrics = run.read_json("pdb", "metrics.json")
+    frame = pd.DataFrame(metrics["utility_test"]).T
+    frame.index = [DEFENSE_LABELS.get(name, name) for name in frame.index]
+    columns = ["defended_acc", "acc_drop", "flip_rate", "l1_distortion", "deployed_acc"]
+    return frame[columns].rename(columns={
+        "defended_acc": "test accuracy", "acc_drop": "drop vs victim", "flip_rate": "benign flip rate",
+        "l1_distortion": "mean L1 distortion", "deployed_acc": "unflipped accuracy"})
+
+
+def clone_table(results: pd.DataFrame, value: str = "clone_acc") -> pd.DataFrame:
+    """Pivot of one metric: rows defense x pool x output, columns budget."""
+    frame = results.copy()
+    frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
+    return frame.pivot_table(index=["defense", "pool", "output"], columns="budget", values=value).round(4)
+
+
+def _table_html(frame: pd.DataFrame, float_format: str = "{:.4f}") -> str:
+    return frame.to_html(float_format=lambda v: float_format.format(v), border=0, classes="table")
+
+
+_INDEX_CSS = """
+body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #222; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table.table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
+table.table th, table.table td { padding: 0.25rem 0.6rem; border-bottom: 1px solid #eee; text-align: right; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0; }
+code, pre { background: #f6f6f6; padding: 0.1rem 0.3rem; }
+.note { color: #555; font-size: 0.9rem; }
+"""
+
+
+def write_index(run: RunDir, *, steps: list[str], wall_seconds: float | None = None) -> Path:
+    """Write ``index.html`` for a run: summary tables, figures, step pages and run record."""
+    params = json.loads((run.path / "params.json").read_text(encoding="utf-8"))
+    env = json.loads((run.path / "environment.json").read_text(encoding="utf-8"))
+    parts = [f"<h1>PDB model-stealing study: run <code>{html.escape(run.path.name)}</code></h1>",
+             f"<p>Profile <b>{html.escape(params['profile'])}</b>, commit <code>{html.escape(env['git_commit'])}</code>, "
+             f"torch {html.escape(str(env['packages'].get('torch')))}, {env['torch_threads']} torch threads, "
+             f"CUDA available: {env['cuda_available']}."
+             + (f" Chain wall time {wall_seconds / 60:.1f} min." if wall_seconds is not None else "") + "</p>"]
+
+    summary_path = run.path / "artifacts" / "report" / "summary.html"
+    if summary_path.exists():
+        parts.append(summary_path.read_text(encoding="utf-8"))
+
+    figures = sorted((run.path / "artifacts" / "report").glob("*.png"))
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        for figure in figures:
+            rel = figure.relative_to(run.path).as_posix()
+            parts.append(f"<figure><img src=\"{html.escape(rel)}\" alt=\"{html.escape(figure.stem)}\">"
+                         f"<figcaption class=\"note\">{html.escape(figure.stem.replace('_', ' '))}</figcaption></figure>")
+
+    parts.append("<h2>Executed notebooks</h2><ul>")
+    for step in steps:
+        page = run.path / "html" / f"{step}.html"
+        if page.exists():
+            parts.append(f"<li><a href=\"html/{step}.html\">{step}</a></li>")
+        else:
+            parts.append(f"<li>{step} (not executed in this run)</li>")
+    parts.append("</ul>")
+    parts.append("<h2>Run record</h2><p>Resolved parameters: <a href=\"params.json\">params.json</a>; "
+                 "package versions and commit: <a href=\"environment.json\">environment.json</a>.</p>")
+    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>PDB run {html.escape(run.path.name)}</title><style>{_INDEX_CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+    return atomic_write_text(run.path / "index.html", page)
+
+
+def _findings(utility: dict, results: pd.DataFrame) -> list[str]:
+    """Plain-language statements computed from the measured numbers, good or bad for PDB."""
+    findings = []
+    victim, pdb, ce = utility["undefended"], utility["pdb"], utility["ce_finetuned"]
+    findings.append(
+        f"Undefended victim test accuracy {victim['defended_acc']:.2%}; PDB defended accuracy "
+        f"{pdb['defended_acc']:.2%} (drop {pdb['acc_drop'] * 100:+.2f} points, benign flip rate "
+        f"{pdb['flip_rate']:.2%}); the victim fine-tuned with plain CE for the same epochs reaches "
+        f"{ce['defended_acc']:.2%}.")
+    top = int(results["budget"].max())
+    at_top = results[results["budget"] == top]
+    for (pool, output), group in at_top.groupby(["pool", "output"]):
+        by_defense = group.set_index("defense")
+        if "undefended" not in by_defense.index or "pdb" not in by_defense.index:
+            continue
+        base, defended = by_defense.loc["undefended"], by_defense.loc["pdb"]
+        delta = (defended["clone_acc"] - base["clone_acc"]) * 100
+        verdict = "lowers" if delta < 0 else "does not lower"
+        findings.append(
+            f"{POOL_LABELS.get(pool, pool)}, {OUTPUT_LABELS.get(output, output)}, {top:,} queries: PDB {verdict} "
+            f"clone accuracy ({base['clone_acc']:.2%} undefended, {defended['clone_acc']:.2%} against PDB, "
+            f"{delta:+.2f} points); {defended['flip_fraction']:.1%} of the attack's queries were answered "
+            f"with a flip; fidelity to the deployed network {defended['fidelity_deployed']:.2%} versus "
+            f"{defended['fidelity_victim']:.2%} to the original victim.")
+    return findings
+
+
+def build_summary(run: RunDir) -> dict:
+    """Build the run's summary tables and findings, and write ``artifacts/report/summary.html``.
+
+    Returns
+    -------
+    dict
+        ``utility``, ``clone_acc``, ``fidelity``, ``flip_fraction`` and ``flip_forms`` data
+        frames (``flip_forms`` may be None), and ``findings``, a list of sentences.
+    """
+    metrics = run.read_json("pdb", "metrics.json")
+    results = run.read_csv("attack", "results.csv")
+    flip_path = run.path / "artifacts" / "attack" / "flip_forms.csv"
+    flip_forms = pd.read_csv(flip_path) if flip_path.exists() else None
+
+    utility = utility_table(run)
+    clone_acc = clone_table(results, "clone_acc")
+    fidelity = clone_table(results, "fidelity_deployed")
+    fidelity_victim = clone_table(results, "fidelity_victim")
+    flip_fraction = clone_table(results[results["defense"] != "undefended"], "flip_fraction")
+    flip_table = None
+    if flip_forms is not None and len(flip_forms):
+        flip_table = flip_forms.assign(defense=flip_forms["defense"].map(lambda n: DEFENSE_LABELS.get(n, n)))[
+            ["defense", "pool", "output", "budget", "clone_acc", "fidelity_deployed", "flip_fraction"]]
+    findings = _findings(metrics["utility_test"], results)
+
+    config = metrics["config"]
+    parts = [
+        "<h2>Findings</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul>",
+        "<p class=\"note\">PDB setting behind every PDB number: "
+        + html.escape(", ".join(f"{k}={v}" for k, v in config.items() if k != "synthesis"))
+        + f", flip form {html.escape(metrics['flip_form'])}, threshold {metrics['threshold']:.4f} calibrated "
+          f"on the validation split to a target benign flip rate of {metrics['target_flip_rate']:.2%}.</p>",
+        "<h2>Utility on the test set</h2>", _table_html(utility),
+        f"<p class=\"note\">Retraining cost: PDB {metrics['pdb_seconds_per_epoch']:.1f} s per epoch "
+        f"(synthesis included) versus {metrics['ce_seconds_per_epoch']:.1f} s for plain CE fine-tuning, "
+        "measured in the same run.</p>",
+        "<h2>Clone test accuracy (Knockoff, random sampling)</h2>", _table_html(clone_acc),
+        "<h2>Fidelity to the deployed network (unflipped top-1)</h2>", _table_html(fidelity),
+        "<h2>Fidelity to the original victim</h2>", _table_html(fidelity_victim),
+        "<h2>Fraction of attack queries answered with a flip</h2>", _table_html(flip_fraction),
+    ]
+    if flip_table is not None:
+        parts += ["<h2>Flipped-answer forms (Fashion-MNIST pool, soft labels)</h2>",
+                  _table_html(flip_table.set_index("defense"))]
+    atomic_write_text(run.path / "artifacts" / "report" / "summary.html", "\n".join(parts))
+    return {"utility": utility, "clone_acc": clone_acc, "fidelity": fidelity, "flip_fraction": flip_fraction,
+            "flip_forms": flip_table, "findings": findings}
