@@ -16,16 +16,15 @@ DEFENSES: dict[str, type[Defense]] = {
 
 
 def _register_pdb() -> None:
+    # Imported here, not at module level: pdblib.core.inference imports pdblib.defenses.base.
     from pdblib.core.inference import PDBDefense
 
     DEFENSES[PDBDefense.name] = PDBDefense
 
 
-_register_pdb()
-
-
 def build_defense(name: str, model, num_classes: int, **kwargs) -> Defense:
     """Build a registered defense by name; an unknown name raises an error listing the known ones."""
+    _register_pdb()
     check_choice(name, DEFENSES, what="defense")
     return DEFENSES[name](model, num_classes, **kwargs)
 
