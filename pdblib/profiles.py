@@ -25,7 +25,7 @@ _QUICK = {
     "01_data": {"val_size": 5000, "attacker_pool_size": 10000, "victim_train_size": None,
                 "test_size": None, "mnist_pool_size": None},
     "02_victim": {"model": "small_cnn", "epochs": 8, "batch_size": 128, "lr": 1e-3, "min_test_acc": 0.90},
-    "03_pdb": {"lambda_gp": 1.0, "transition_ratio": 0.1, "strategy": "bisection", "penalty_method": "exact",
+    "03_pdb": {"lambda_gp": 0.1, "transition_ratio": 0.1, "strategy": "bisection", "penalty_method": "exact",
                "epochs": 2, "batch_size": 128, "lr": 5e-4, "target_flip_rate": 0.01,
                "flip_form": "onehot_random", "max_acc_drop": 0.015, "max_test_flip_rate": 0.02},
     "04_attack": {"attack": "knockoff_random", "defenses": ["undefended", "pdb"],

@@ -55,7 +55,7 @@ class PDBConfig:
         Extra keyword arguments of :func:`synthesize_transition_samples`.
     """
 
-    lambda_gp: float = 1.0
+    lambda_gp: float = 0.1
     transition_ratio: float = 0.1
     strategy: str = "bisection"
     penalty_method: str = "exact"
