@@ -27,7 +27,8 @@ _QUICK = {
     "02_victim": {"model": "small_cnn", "epochs": 8, "batch_size": 128, "lr": 1e-3, "min_test_acc": 0.90},
     "03_pdb": {"lambda_gp": 0.1, "transition_ratio": 0.1, "strategy": "bisection", "penalty_method": "exact",
                "epochs": 2, "batch_size": 128, "lr": 5e-4, "target_flip_rate": 0.01,
-               "flip_form": "onehot_random", "max_acc_drop": 0.015, "max_test_flip_rate": 0.02},
+               "flip_form": "onehot_random", "max_acc_drop": 0.015, "max_test_flip_rate": 0.02,
+               "boundary_samples": 500},
     "04_attack": {"attack": "knockoff_random", "defenses": ["undefended", "pdb"],
                   "pools": ["mnist", "fashion_mnist"], "outputs": ["probs", "labels"],
                   "budgets": [1000, 5000, 10000], "clone_model": "small_cnn_narrow", "clone_epochs": 10,
@@ -41,7 +42,7 @@ _SMOKE["common"]["progress"] = False
 _SMOKE["01_data"].update({"val_size": 500, "attacker_pool_size": 600, "victim_train_size": 2000,
                           "test_size": 1000, "mnist_pool_size": 500})
 _SMOKE["02_victim"].update({"epochs": 4, "lr": 2e-3, "min_test_acc": 0.6})
-_SMOKE["03_pdb"].update({"epochs": 1, "max_acc_drop": 0.2, "max_test_flip_rate": 0.1})
+_SMOKE["03_pdb"].update({"epochs": 1, "max_acc_drop": 0.2, "max_test_flip_rate": 0.1, "boundary_samples": 100})
 _SMOKE["04_attack"].update({"budgets": [200, 800], "clone_epochs": 2, "flip_form_budgets": [400]})
 
 _FULL = copy.deepcopy(_QUICK)

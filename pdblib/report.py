@@ -258,9 +258,30 @@ def build_summary(run: RunDir) -> dict:
         "<h2>Fidelity to the original victim</h2>", _table_html(fidelity_victim),
         "<h2>Fraction of attack queries answered with a flip</h2>", _table_html(flip_fraction),
     ]
+    distance_path = run.path / "artifacts" / "pdb" / "boundary_distance.csv"
+    if distance_path.exists():
+        distances = pd.read_csv(distance_path)
+        finite = distances[distances["distance"] < float("inf")]
+        table = finite.groupby("model")["distance"].describe()[["count", "25%", "50%", "75%"]]
+        table.index = [DEFENSE_LABELS.get(name, name) for name in table.index]
+        parts += ["<h2>Distance to the nearest decision boundary (DeepFool L2, benign test images)</h2>",
+                  _table_html(table)]
     if flip_table is not None:
         parts += ["<h2>Flipped-answer forms (Fashion-MNIST pool, soft labels)</h2>",
                   _table_html(flip_table.set_index("defense"))]
     atomic_write_text(run.path / "artifacts" / "report" / "summary.html", "\n".join(parts))
     return {"utility": utility, "clone_acc": clone_acc, "fidelity": fidelity, "flip_fraction": flip_fraction,
             "flip_forms": flip_table, "findings": findings}
+
+
+def plot_boundary_distance(frame: pd.DataFrame):
+    """Histogram of DeepFool L2 distances to the nearest boundary, per model."""
+    data = frame[frame["distance"] < float("inf")].copy()
+    data["model"] = data["model"].map(lambda name: DEFENSE_LABELS.get(name, name))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    sns.histplot(data=data, x="distance", hue="model", element="step", stat="density", common_norm=False,
+                 bins=50, ax=ax)
+    ax.set(xlabel="DeepFool L2 distance to the nearest real-class boundary (pixels in [0, 1])",
+           ylabel="density", title="Distance from benign test inputs to the decision boundary")
+    fig.tight_layout()
+    return fig

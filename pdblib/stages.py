@@ -255,3 +255,29 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
                                  ignore_index=True)[RESULT_COLUMNS]
                 run.write_csv("attack", filename, done)
     return done
+
+
+# ----------------------------------------------------------------------------- mechanism
+
+def stage_boundary_distance(run: RunDir, bundle: DataBundle, *, samples: int = 500, max_iter: int = 50) -> dict:
+    """DeepFool L2 distance of benign test inputs to the nearest boundary, victim versus PDB.
+
+    Uses the first ``samples`` test images. Writes ``artifacts/pdb/boundary_distance.csv`` (one
+    row per image and model) and returns the medians.
+    """
+    from pdblib.analysis import deepfool_distance
+
+    if samples < 1:
+        raise InputError(f"samples must be at least 1, got {samples}")
+    x = bundle.x_test[:samples]
+    k = bundle.num_classes
+    models = {"undefended": load_victim(run), "pdb": _load_model(run.artifact("pdb", "pdb.pt")),
+              "ce_finetuned": _load_model(run.artifact("pdb", "ce_finetuned.pt"))}
+    frames = []
+    for name, model in models.items():
+        distance = deepfool_distance(model, x, num_classes=k, max_iter=max_iter)
+        frames.append(pd.DataFrame({"model": name, "index": range(len(x)), "distance": distance.numpy()}))
+    frame = pd.concat(frames, ignore_index=True)
+    run.write_csv("pdb", "boundary_distance.csv", frame)
+    finite = frame[frame["distance"] < float("inf")]
+    return {name: float(group["distance"].median()) for name, group in finite.groupby("model")}

@@ -66,7 +66,7 @@ class KnockoffRandom(Attack):
         self.jitter_pixels = jitter_pixels
 
     def sample_queries(self, pool: torch.Tensor, budget: int, generator: torch.Generator) -> torch.Tensor:
-        """The ``budget`` query images, in order: random passes over the pool, later passes shifted."""
+        """Draw ``budget`` query images: random passes over the pool, with later passes shifted."""
         validate_images(pool, name="pool")
         chunks, total, passes = [], 0, 0
         while total < budget:

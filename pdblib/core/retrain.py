@@ -73,7 +73,7 @@ class PDBConfig:
         check_choice(self.penalty_method, PENALTY_METHODS, what="penalty method")
 
     def train_config(self) -> TrainConfig:
-        """The :class:`TrainConfig` of the fine-tuning run."""
+        """Return the :class:`TrainConfig` of the fine-tuning run."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
 
     def to_dict(self) -> dict:
