@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from pdblib.attacks.base import Attack, AttackResult, TransferSet
-from pdblib.attacks.knockoff import KnockoffRandom
+from pdblib.attacks.adaptive import AveragingAttack, FlipAwareAttack, HardLabelKnockoff
+from pdblib.attacks.base import Attack, AttackResult, HardLabelView, TransferSet, query_in_batches
+from pdblib.attacks.copycat import CopycatCNN
+from pdblib.attacks.jbda import JBDA, JBSelf, JBTopK
+from pdblib.attacks.knockoff import KnockoffAdaptive, KnockoffRandom
 from pdblib.attacks.oracle import BudgetExhaustedError, QueryOracle
 from pdblib.utils import check_choice
 
 ATTACKS: dict[str, type[Attack]] = {
     KnockoffRandom.name: KnockoffRandom,
+    KnockoffAdaptive.name: KnockoffAdaptive,
+    JBDA.name: JBDA,
+    JBSelf.name: JBSelf,
+    JBTopK.name: JBTopK,
+    CopycatCNN.name: CopycatCNN,
+    HardLabelKnockoff.name: HardLabelKnockoff,
+    AveragingAttack.name: AveragingAttack,
+    FlipAwareAttack.name: FlipAwareAttack,
 }
 
 
@@ -18,5 +29,6 @@ def build_attack(name: str, **kwargs) -> Attack:
     return ATTACKS[name](**kwargs)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "BudgetExhaustedError", "KnockoffRandom", "QueryOracle",
-           "TransferSet", "build_attack"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "AveragingAttack", "BudgetExhaustedError", "CopycatCNN",
+           "FlipAwareAttack", "HardLabelKnockoff", "HardLabelView", "JBDA", "JBSelf", "JBTopK", "KnockoffAdaptive",
+           "KnockoffRandom", "QueryOracle", "TransferSet", "build_attack", "query_in_batches"]
