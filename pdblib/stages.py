@@ -28,7 +28,9 @@ from pdblib.utils import InputError, check_choice, load_checkpoint, save_checkpo
 
 logger = logging.getLogger(__name__)
 
-DEFENSE_NAMES = ("undefended", "ce_finetuned", "pdb") + tuple(f"pdb_{form}" for form in FLIP_FORMS)
+BASELINE_NAMES = ("label_only", "rounding", "gaussian_noise", "reverse_sigmoid", "mad", "adaptive_misinformation",
+                  "bdpl")
+DEFENSE_NAMES = ("undefended", "ce_finetuned", "pdb") + tuple(f"pdb_{form}" for form in FLIP_FORMS) + BASELINE_NAMES
 POOL_NAMES = ("mnist", "fashion_mnist")
 OUTPUT_NAMES = ("probs", "labels")
 
@@ -171,9 +173,14 @@ def load_defense(run: RunDir, name: str, *, device: str = "cpu") -> Defense:
     """Build a named defense from the run's checkpoints.
 
     Names: ``undefended``, ``ce_finetuned`` (the CE-fine-tuned victim, undefended), ``pdb``
-    (the calibrated flip form), and ``pdb_<form>`` for each flip form with the same threshold.
+    (the calibrated flip form), ``pdb_<form>`` for each flip form with the same threshold, and
+    the baselines of :data:`BASELINE_NAMES` with the knobs recorded by :func:`stage_baselines`.
     """
     check_choice(name, DEFENSE_NAMES, what="defense")
+    if name in BASELINE_NAMES:
+        from pdblib.stages_baselines import load_baseline
+
+        return load_baseline(run, name, device=device)
     if name == "undefended":
         return Undefended(load_victim(run), _num_classes(run), device=device)
     if name == "ce_finetuned":
