@@ -120,6 +120,7 @@ class _ShapeDependentNetwork(nn.Module):
         return z
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_export_detects_wrong_trace():
     x, _ = make_blobs(64, seed=22)
     defense = PDBDefense(_ShapeDependentNetwork().eval(), K, threshold=0.0, input_shape=IMAGE_SHAPE)
