@@ -30,21 +30,20 @@ import logging
 import torch
 from torch import nn
 
+from pdblib.core.flip import (FLIP_FORMS, defended_probs, hash_parameters, keyed_hash,
+                              transition_scores_unchecked)
 from pdblib.defenses.base import Answer, Defense
 from pdblib.training import predict_logits
 from pdblib.utils import InputError, check_choice, check_range
 
 logger = logging.getLogger(__name__)
 
-FLIP_FORMS = ("swap_top2", "onehot_second", "onehot_random")
-_HASH_PRIME = 2_147_483_647  # 2^31 - 1; products of two residues fit in int64
-
 
 def transition_scores(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Transition score ``logit_K - max_{k<K} logit_k`` from ``(N, K+1)`` logits, shape ``(N,)``."""
     if logits.dim() != 2 or logits.shape[1] != num_classes + 1:
         raise InputError(f"expected logits of shape (N, {num_classes + 1}), got {tuple(logits.shape)}")
-    return logits[:, num_classes] - logits[:, :num_classes].max(dim=1).values
+    return transition_scores_unchecked(logits, num_classes)
 
 
 def calibrate_threshold(scores: torch.Tensor, target_flip_rate: float = 0.01) -> float:
@@ -73,15 +72,10 @@ def input_keys(x: torch.Tensor, secret_seed: int) -> torch.Tensor:
     """Keyed hash of each input, ``(N, C, H, W) -> (N,)`` int64 in ``[0, 2^31 - 1)``.
 
     Inputs are quantized to 8-bit pixels first, so an input and its float round trip share a key.
+    The hash itself is :func:`pdblib.core.flip.keyed_hash`.
     """
-    q = (x.detach().flatten(1).clamp(0, 1) * 255).round().to(torch.int64)
-    generator = torch.Generator().manual_seed(int(secret_seed))
-    weights = torch.randint(1, _HASH_PRIME, (q.shape[1],), generator=generator, dtype=torch.int64)
-    mult, add = torch.randint(1, _HASH_PRIME, (2,), generator=generator, dtype=torch.int64).tolist()
-    h = (q * weights.to(q.device)).sum(dim=1) % _HASH_PRIME  # sum < 784 * 255 * 2^31 fits in int64
-    h = (h * mult + add) % _HASH_PRIME
-    h = (h * mult + add) % _HASH_PRIME
-    return h
+    weights, affine = hash_parameters(secret_seed, x[0].numel())
+    return keyed_hash(x, weights.to(x.device), affine.to(x.device))
 
 
 class PDBDefense(Defense):
@@ -121,6 +115,7 @@ class PDBDefense(Defense):
         self.flip_form = flip_form
         self.secret_seed = int(secret_seed)
         self.device = device
+        self._hash_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The network's ``(N, K+1)`` logits."""
@@ -138,37 +133,22 @@ class PDBDefense(Defense):
                     self.threshold, target_flip_rate)
         return self.threshold
 
+    def hash_parameters(self, num_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the flip hash's ``(weights, affine)`` for inputs of ``num_features`` pixels.
+
+        They depend only on ``secret_seed`` and ``num_features``, and are cached per pair.
+        """
+        key = (self.secret_seed, int(num_features))
+        if key not in self._hash_cache:
+            self._hash_cache[key] = hash_parameters(*key)
+        return self._hash_cache[key]
+
     def _answer(self, x: torch.Tensor) -> Answer:
         logits = self.logits(x)
-        k = self.num_classes
-        real = logits[:, :k]
-        probs = torch.softmax(real, dim=1)  # equals the K+1 softmax renormalized over 0..K-1
-        flipped = transition_scores(logits, k) > self.threshold
-        top2 = probs.topk(2, dim=1).indices
-        if flipped.any():
-            rows = flipped.nonzero(as_tuple=True)[0]
-            probs[rows] = self._flip(probs[rows], top2[rows], x[rows])
+        weights, affine = self.hash_parameters(x[0].numel())
+        probs, flipped = defended_probs(logits, x, self.num_classes, self.threshold, self.flip_form,
+                                        weights.to(x.device), affine.to(x.device))
         return Answer(probs=probs, labels=probs.argmax(dim=1), flipped=flipped)
-
-    def _flip(self, probs: torch.Tensor, top2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        k = self.num_classes
-        rows = torch.arange(len(probs))
-        if self.flip_form == "swap_top2":
-            out = probs.clone()
-            out[rows, top2[:, 0]] = probs[rows, top2[:, 1]]
-            out[rows, top2[:, 1]] = probs[rows, top2[:, 0]]
-            # With a tie the swap changes nothing; move a little mass so the top-1 differs.
-            tie = out.argmax(dim=1) == top2[:, 0]
-            if tie.any():
-                out[rows[tie], top2[tie, 1]] += 1e-6
-                out[tie] = out[tie] / out[tie].sum(dim=1, keepdim=True)
-            return out
-        if self.flip_form == "onehot_second":
-            wrong = top2[:, 1]
-        else:
-            offset = 1 + input_keys(x, self.secret_seed) % (k - 1)
-            wrong = (top2[:, 0] + offset.to(top2.device)) % k
-        return torch.nn.functional.one_hot(wrong, k).to(probs.dtype)
 
     def reference_labels(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x)[:, : self.num_classes].argmax(dim=1)

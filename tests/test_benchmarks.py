@@ -1,0 +1,169 @@
+import json
+
+import pytest
+
+from benchmarks import render, run
+from benchmarks.machine import cpu_model, machine_facts
+from benchmarks.timing import summarize, time_interleaved
+from benchmarks.training import run_training_benchmark
+from pdblib.defenses import DEFENSES, Defense
+from pdblib.utils import InputError
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.[a-z_]*` is deprecated:FutureWarning")
+
+# Tiny settings: these tests check that the benchmark runs and what it writes, never its speed.
+TINY_ARGS = [
+    "--model", "mlp", "--repeats", "2", "--warmup", "1", "--latency-batch", "1", "--throughput-batch", "8",
+    "--train-batch-sizes", "8", "--transition-ratios", "0", "0.5", "--train-batches", "2",
+    "--train-warmup", "0", "--train-repeats", "2",
+]
+SUMMARY_KEYS = {"median", "q1", "q3", "iqr", "min", "max", "repeats"}
+
+
+class _NeedsSurrogate(Defense):
+    """A registered defense that the benchmark factory cannot build: it needs a second model."""
+
+    name = "needs_surrogate"
+
+    def __init__(self, model, num_classes, surrogate):
+        super().__init__(num_classes)
+
+    def _answer(self, x):  # pragma: no cover - never built
+        raise NotImplementedError
+
+    def reference_labels(self, x):  # pragma: no cover - never built
+        raise NotImplementedError
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Results of one tiny end-to-end run, with one registered defense that cannot be built."""
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "results.json"
+    markdown = folder / "benchmarks.md"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(DEFENSES, _NeedsSurrogate.name, _NeedsSurrogate)
+        returned = run.main(["--out", str(out), "--markdown", str(markdown), *TINY_ARGS])
+    return returned, out, markdown
+
+
+def test_run_writes_json_with_sections(tiny_run):
+    returned, out, _ = tiny_run
+    written = json.loads(out.read_text())
+    assert written["command"].startswith("python -m benchmarks.run --out")
+    for key in ("schema_version", "created", "settings", "machine", "inference", "training"):
+        assert key in written
+    assert written["settings"]["repeats"] == 2
+    assert written["inference"]["baseline"] == "network"
+    assert written["training"]["baseline"] == "plain"
+    assert written["command"] == returned["command"]
+
+
+def test_run_records_machine_facts(tiny_run):
+    machine = tiny_run[0]["machine"]
+    for key in ("cpu_model", "logical_cores", "usable_cores", "torch", "torch_threads"):
+        assert machine[key] not in (None, "")
+
+
+def test_inference_rows_cover_every_method(tiny_run):
+    inference = tiny_run[0]["inference"]
+    methods = {row["method"] for row in inference["rows"]}
+    expected = {"network", "network_torchscript", "pdb_torchscript", "pdb"} | (set(DEFENSES) - {"needs_surrogate"})
+    assert expected <= methods
+    for row in inference["rows"]:
+        assert row["latency"]["batch_size"] == 1
+        assert row["throughput"]["batch_size"] == 8
+        assert SUMMARY_KEYS <= set(row["latency"])
+        assert row["latency"]["repeats"] == 2
+        assert row["latency"]["ratio"] > 0
+        assert row["throughput"]["ratio"] > 0
+    baseline = next(row for row in inference["rows"] if row["method"] == "network")
+    assert baseline["latency"]["ratio"] == 1.0
+    assert baseline["throughput"]["ratio"] == 1.0
+
+
+def test_inference_skips_unbuildable_defense(tiny_run):
+    inference = tiny_run[0]["inference"]
+    assert [item["defense"] for item in inference["skipped"]] == ["needs_surrogate"]
+    assert "surrogate" in inference["skipped"][0]["reason"]
+    assert "needs_surrogate" not in {row["method"] for row in inference["rows"]}
+
+
+def test_training_rows_cover_grid(tiny_run):
+    rows = tiny_run[0]["training"]["rows"]
+    assert len(rows) == 1 + 2 * 2  # plain, then two penalty methods at two ratios
+    plain = next(row for row in rows if row["method"] == "plain")
+    assert plain["ratio"] == 1.0
+    assert plain["samples_per_epoch"] == 16
+    with_transition = next(row for row in rows if row["method"] == "pdb_exact" and row["transition_ratio"] == 0.5)
+    assert with_transition["samples_per_epoch"] == 24
+    assert with_transition["batches_per_epoch"] == 3
+    for row in rows:
+        assert SUMMARY_KEYS <= set(row["seconds_per_epoch"])
+        assert row["seconds_per_epoch"]["repeats"] == 2
+
+
+def test_markdown_page_has_tables(tiny_run):
+    page = tiny_run[2].read_text()
+    assert page.startswith("# Benchmarks")
+    assert "python -m benchmarks.run --out" in page
+    assert "## Machine" in page
+    assert "## Defended inference" in page
+    assert "## Training" in page
+    assert "| method | what is timed |" in page
+    assert "| method | batch size | transition ratio |" in page
+    assert "`pdb_torchscript`" in page
+    assert "`needs_surrogate`" in page
+
+
+def test_render_command_writes_page(tiny_run, tmp_path):
+    out = tmp_path / "docs" / "benchmarks.md"
+    render.main([str(tiny_run[1]), "--out", str(out)])
+    assert out.read_text() == render.render_markdown(tiny_run[0], source=tiny_run[1])
+
+
+def test_render_rejects_foreign_json():
+    with pytest.raises(KeyError, match="benchmarks.run"):
+        render.render_markdown({"rows": []})
+
+
+def test_summarize_quartiles():
+    stats = summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert stats["median"] == 3.0
+    assert stats["q1"] == 2.0
+    assert stats["q3"] == 4.0
+    assert stats["iqr"] == 2.0
+    assert stats["repeats"] == 5
+
+
+def test_summarize_rejects_empty():
+    with pytest.raises(InputError, match="empty"):
+        summarize([])
+
+
+def test_time_interleaved_rotates_order():
+    calls = []
+    seconds = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                               warmup=1, repeats=2)
+    assert calls == ["a", "b", "a", "b", "b", "a"]
+    assert len(seconds["a"]) == 2
+    assert len(seconds["b"]) == 2
+
+
+def test_cpu_model_reads_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Example CPU 3000\n")
+    assert cpu_model(cpuinfo) == "Example CPU 3000"
+
+
+def test_machine_facts_types():
+    facts = machine_facts()
+    assert isinstance(facts["logical_cores"], int)
+    assert isinstance(facts["torch_threads"], int)
+
+
+def test_training_rejects_bad_arguments():
+    with pytest.raises(InputError, match="batches"):
+        run_training_benchmark(batches=0)
+    with pytest.raises(InputError, match="transition ratio"):
+        run_training_benchmark(transition_ratios=(-0.1,))
