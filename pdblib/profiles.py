@@ -18,7 +18,7 @@ import copy
 
 from pdblib.utils import InputError, check_choice
 
-STEPS = ("01_data", "02_victim", "03_pdb", "04_attack", "05_report")
+STEPS = ("01_data", "02_victim", "03_pdb", "04_attack", "05_baselines", "06_attack_suite", "07_report")
 
 _QUICK = {
     "common": {"seed": 0, "device": "cpu", "progress": True},
@@ -34,7 +34,16 @@ _QUICK = {
                   "budgets": [1000, 5000, 10000], "clone_model": "small_cnn_narrow", "clone_epochs": 10,
                   "clone_lr": 1e-3, "flip_form_defenses": ["pdb_swap_top2", "pdb_onehot_second", "pdb_onehot_random"],
                   "flip_form_budgets": [10000]},
-    "05_report": {},
+    "05_baselines": {"baselines": ["label_only", "rounding", "gaussian_noise", "reverse_sigmoid", "mad",
+                                   "adaptive_misinformation", "bdpl"],
+                     "baseline_knobs": {}, "am_epochs": 2, "am_outliers": 10000, "latency_repeats": 30,
+                     "pools": ["mnist", "fashion_mnist"], "knockoff_budgets": [5000], "jbda_budgets": [2400],
+                     "clone_model": "small_cnn_narrow", "clone_epochs": 10, "clone_lr": 1e-3},
+    "06_attack_suite": {"attacks": ["knockoff_random", "knockoff_adaptive", "jbda", "jb_self", "jb_topk", "copycat",
+                                    "knockoff_hard", "averaging", "flip_aware"],
+                        "defenses": ["undefended", "pdb"], "pool": "fashion_mnist", "budgets": [5000],
+                        "attack_kwargs": {}, "clone_model": "small_cnn_narrow", "clone_epochs": 10, "clone_lr": 1e-3},
+    "07_report": {},
 }
 
 _SMOKE = copy.deepcopy(_QUICK)
@@ -44,6 +53,11 @@ _SMOKE["01_data"].update({"val_size": 500, "attacker_pool_size": 600, "victim_tr
 _SMOKE["02_victim"].update({"epochs": 4, "lr": 2e-3, "min_test_acc": 0.6})
 _SMOKE["03_pdb"].update({"epochs": 1, "max_acc_drop": 0.2, "max_test_flip_rate": 0.1, "boundary_samples": 100})
 _SMOKE["04_attack"].update({"budgets": [200, 800], "clone_epochs": 2, "flip_form_budgets": [400]})
+_SMOKE["05_baselines"].update({"am_epochs": 1, "am_outliers": 500, "latency_repeats": 3, "knockoff_budgets": [300],
+                               "jbda_budgets": [300], "clone_epochs": 2})
+_SMOKE["06_attack_suite"].update({"budgets": [300], "clone_epochs": 2,
+                                  "attack_kwargs": {"jbda": {"seed_size": 50}, "jb_self": {"seed_size": 50},
+                                                    "jb_topk": {"seed_size": 50}}})
 
 _FULL = copy.deepcopy(_QUICK)
 _FULL["02_victim"].update({"epochs": 15})

@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 DEFENSE_LABELS = {
     "undefended": "Undefended", "ce_finetuned": "CE fine-tuned", "pdb": "PDB",
     "pdb_swap_top2": "PDB (swap top-2)", "pdb_onehot_second": "PDB (one-hot runner-up)",
-    "pdb_onehot_random": "PDB (one-hot keyed random)",
+    "pdb_onehot_random": "PDB (one-hot keyed random)", "label_only": "Top-1 label only", "rounding": "Rounding",
+    "gaussian_noise": "Gaussian noise", "reverse_sigmoid": "Reverse sigmoid", "mad": "MAD (prediction poisoning)",
+    "adaptive_misinformation": "Adaptive misinformation", "bdpl": "BDPL",
 }
 POOL_LABELS = {"mnist": "MNIST pool (out of distribution)", "fashion_mnist": "Fashion-MNIST pool (in distribution)"}
 OUTPUT_LABELS = {"probs": "soft labels", "labels": "hard labels"}
@@ -266,12 +268,57 @@ def build_summary(run: RunDir) -> dict:
         table.index = [DEFENSE_LABELS.get(name, name) for name in table.index]
         parts += ["<h2>Distance to the nearest decision boundary (DeepFool L2, benign test images)</h2>",
                   _table_html(table)]
+    defenses_table = _defense_summary(run)
+    if defenses_table is not None:
+        parts += ["<h2>PDB against the baseline defenses</h2>",
+                  "<p class=\"note\">Utility on the test set, mean L1 distortion of the answers on test images and "
+                  "on attack queries, latency relative to the undefended model timed in the same loop, and clone "
+                  "accuracy per attack. Baseline knobs: " + html.escape(json.dumps(
+                      run.read_json("baselines", "config.json")["knobs"])) + ".</p>",
+                  _table_html(defenses_table)]
+    suite_table = _suite_summary(run)
+    if suite_table is not None:
+        parts += ["<h2>Attack suite against the undefended victim and PDB</h2>", _table_html(suite_table)]
     if flip_table is not None:
         parts += ["<h2>Flipped-answer forms (Fashion-MNIST pool, soft labels)</h2>",
                   _table_html(flip_table.set_index("defense"))]
     atomic_write_text(run.path / "artifacts" / "report" / "summary.html", "\n".join(parts))
     return {"utility": utility, "clone_acc": clone_acc, "fidelity": fidelity, "flip_fraction": flip_fraction,
-            "flip_forms": flip_table, "findings": findings}
+            "flip_forms": flip_table, "defenses": defenses_table, "attack_suite": suite_table, "findings": findings}
+
+
+def _defense_summary(run: RunDir) -> pd.DataFrame | None:
+    """One row per defense: utility, distortion, latency ratios and clone accuracy per attack setting."""
+    table_path = run.path / "artifacts" / "baselines" / "defense_table.csv"
+    if not table_path.exists():
+        return None
+    table = pd.read_csv(table_path).set_index("defense")
+    columns = {"defended_acc": "test acc", "acc_drop": "drop", "flip_rate": "benign flip rate",
+               "l1_distortion": "L1 test", "l1_queries_mnist": "L1 MNIST queries",
+               "l1_queries_fashion_mnist": "L1 FMNIST queries", "latency_ratio_b1": "latency x (batch 1)",
+               "latency_ratio_b256": "latency x (batch 256)"}
+    out = table[[c for c in columns if c in table]].rename(columns=columns)
+    for name in ("baselines_knockoff.csv", "baselines_jbda.csv"):
+        path = run.path / "artifacts" / "attack" / name
+        if path.exists():
+            results = pd.read_csv(path)
+            pivot = results.pivot_table(index="defense", columns=["attack", "pool", "budget"], values="clone_acc")
+            pivot.columns = [f"clone {a} {p} @{b}" for a, p, b in pivot.columns]
+            out = out.join(pivot)
+    out.index = [DEFENSE_LABELS.get(name, name) for name in out.index]
+    return out
+
+
+def _suite_summary(run: RunDir) -> pd.DataFrame | None:
+    """Per attack and budget: clone accuracy, fidelity and flip fraction against undefended and PDB, and seconds."""
+    path = run.path / "artifacts" / "attack" / "suite.csv"
+    if not path.exists():
+        return None
+    suite = pd.read_csv(path)
+    pivot = suite.pivot_table(index=["attack", "budget"], columns="defense",
+                              values=["clone_acc", "fidelity_deployed", "flip_fraction", "seconds"])
+    pivot.columns = [f"{value} ({DEFENSE_LABELS.get(defense, defense)})" for value, defense in pivot.columns]
+    return pivot
 
 
 def plot_boundary_distance(frame: pd.DataFrame):
@@ -283,5 +330,30 @@ def plot_boundary_distance(frame: pd.DataFrame):
                  bins=50, ax=ax)
     ax.set(xlabel="DeepFool L2 distance to the nearest real-class boundary (pixels in [0, 1])",
            ylabel="density", title="Distance from benign test inputs to the decision boundary")
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff_points(table: pd.DataFrame, results: pd.DataFrame):
+    """Clone accuracy against defended test accuracy, one point per defense, one panel per attack setting."""
+    merged = results.merge(table[["defense", "defended_acc"]], on="defense")
+    merged["setting"] = merged["attack"] + ", " + merged["pool"] + ", " + merged["budget"].astype(str) + " queries"
+    merged["defense"] = merged["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
+    grid = sns.relplot(data=merged, x="defended_acc", y="clone_acc", hue="defense", style="defense",
+                       col="setting", col_wrap=3, s=90, height=3.6, aspect=1.1)
+    grid.set_axis_labels("defended test accuracy", "clone test accuracy")
+    grid.set_titles("{col_name}")
+    return grid.figure
+
+
+def plot_attack_suite(suite: pd.DataFrame):
+    """Clone accuracy per attack against the undefended victim and PDB."""
+    frame = suite.copy()
+    frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    sns.barplot(data=frame, x="attack", y="clone_acc", hue="defense", ax=ax)
+    ax.set(xlabel="attack", ylabel="clone test accuracy",
+           title=f"Clone accuracy per attack at {', '.join(str(b) for b in sorted(frame['budget'].unique()))} queries")
+    ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig
