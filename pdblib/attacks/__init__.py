@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pdblib.attacks.activethief import (ActiveThief, ActiveThiefDFAL, ActiveThiefKCenter, ActiveThiefRandom,
+                                        ActiveThiefUncertainty)
 from pdblib.attacks.adaptive import AveragingAttack, FlipAwareAttack, HardLabelKnockoff
 from pdblib.attacks.base import Attack, AttackResult, HardLabelView, TransferSet, query_in_batches
 from pdblib.attacks.copycat import CopycatCNN
+from pdblib.attacks.datafree import DFME, MAZE
 from pdblib.attacks.jbda import JBDA, JBSelf, JBTopK
 from pdblib.attacks.knockoff import KnockoffAdaptive, KnockoffRandom
 from pdblib.attacks.oracle import BudgetExhaustedError, QueryOracle
@@ -20,6 +23,12 @@ ATTACKS: dict[str, type[Attack]] = {
     HardLabelKnockoff.name: HardLabelKnockoff,
     AveragingAttack.name: AveragingAttack,
     FlipAwareAttack.name: FlipAwareAttack,
+    ActiveThiefRandom.name: ActiveThiefRandom,
+    ActiveThiefUncertainty.name: ActiveThiefUncertainty,
+    ActiveThiefKCenter.name: ActiveThiefKCenter,
+    ActiveThiefDFAL.name: ActiveThiefDFAL,
+    DFME.name: DFME,
+    MAZE.name: MAZE,
 }
 
 
@@ -31,4 +40,6 @@ def build_attack(name: str, **kwargs) -> Attack:
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "AveragingAttack", "BudgetExhaustedError", "CopycatCNN",
            "FlipAwareAttack", "HardLabelKnockoff", "HardLabelView", "JBDA", "JBSelf", "JBTopK", "KnockoffAdaptive",
-           "KnockoffRandom", "QueryOracle", "TransferSet", "build_attack", "query_in_batches"]
+           "KnockoffRandom", "QueryOracle", "TransferSet", "build_attack", "query_in_batches",
+           "ActiveThief", "ActiveThiefDFAL", "ActiveThiefKCenter", "ActiveThiefRandom", "ActiveThiefUncertainty",
+           "DFME", "MAZE"]
