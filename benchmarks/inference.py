@@ -23,6 +23,8 @@ is recorded, because flipped rows take an extra path.
 
 from __future__ import annotations
 
+import copy
+
 import logging
 import tempfile
 from functools import partial
@@ -74,6 +76,10 @@ def build_benchmark_defense(name: str, victim: nn.Module, pdb_network: nn.Module
     if name == PDBDefense.name:
         return PDBDefense(pdb_network, num_classes, threshold=threshold, flip_form=flip_form,
                           secret_seed=secret_seed, input_shape=INPUT_SHAPE)
+    if name == "adaptive_misinformation":
+        # A second network of the victim's architecture; its weights do not change the timing.
+        misinformation = copy.deepcopy(victim).eval()
+        return build_defense(name, victim, num_classes, misinformation_model=misinformation)
     return build_defense(name, victim, num_classes)
 
 

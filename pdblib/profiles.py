@@ -40,9 +40,15 @@ _QUICK = {
                      "pools": ["mnist", "fashion_mnist"], "knockoff_budgets": [5000], "jbda_budgets": [2400],
                      "clone_model": "small_cnn_narrow", "clone_epochs": 10, "clone_lr": 1e-3},
     "06_attack_suite": {"attacks": ["knockoff_random", "knockoff_adaptive", "jbda", "jb_self", "jb_topk", "copycat",
-                                    "knockoff_hard", "averaging", "flip_aware"],
+                                    "knockoff_hard", "averaging", "flip_aware", "activethief_random",
+                                    "activethief_uncertainty", "activethief_kcenter", "activethief_dfal", "dfme",
+                                    "maze"],
                         "defenses": ["undefended", "pdb"], "pool": "fashion_mnist", "budgets": [5000],
-                        "attack_kwargs": {}, "clone_model": "small_cnn_narrow", "clone_epochs": 10, "clone_lr": 1e-3},
+                        "attack_kwargs": {**{f"activethief_{s}": {"rounds": 5, "max_candidates": 3000,
+                                                                  "deepfool_steps": 10}
+                                             for s in ("random", "uncertainty", "kcenter", "dfal")},
+                                          "dfme": {"generator_width": 16}, "maze": {"generator_width": 16}},
+                        "clone_model": "small_cnn_narrow", "clone_epochs": 10, "clone_lr": 1e-3},
     "07_report": {},
 }
 
@@ -55,9 +61,11 @@ _SMOKE["03_pdb"].update({"epochs": 1, "max_acc_drop": 0.2, "max_test_flip_rate":
 _SMOKE["04_attack"].update({"budgets": [200, 800], "clone_epochs": 2, "flip_form_budgets": [400]})
 _SMOKE["05_baselines"].update({"am_epochs": 1, "am_outliers": 500, "latency_repeats": 3, "knockoff_budgets": [300],
                                "jbda_budgets": [300], "clone_epochs": 2})
-_SMOKE["06_attack_suite"].update({"budgets": [300], "clone_epochs": 2,
-                                  "attack_kwargs": {"jbda": {"seed_size": 50}, "jb_self": {"seed_size": 50},
-                                                    "jb_topk": {"seed_size": 50}}})
+_SMOKE["06_attack_suite"].update({
+    "budgets": [300], "clone_epochs": 2,
+    "attack_kwargs": {**_SMOKE["06_attack_suite"]["attack_kwargs"], "jbda": {"seed_size": 50},
+                      "jb_self": {"seed_size": 50}, "jb_topk": {"seed_size": 50},
+                      "dfme": {"generator_width": 8, "batch_size": 32}, "maze": {"generator_width": 8, "batch_size": 16}}})
 
 _FULL = copy.deepcopy(_QUICK)
 _FULL["02_victim"].update({"epochs": 15})
