@@ -43,7 +43,7 @@ _QUICK = {
                                     "knockoff_hard", "averaging", "flip_aware", "activethief_random",
                                     "activethief_uncertainty", "activethief_kcenter", "activethief_dfal", "dfme",
                                     "maze"],
-                        "defenses": ["undefended", "pdb"], "pool": "fashion_mnist", "budgets": [5000],
+                        "defenses": ["undefended", "pdb"], "pool": "fashion_mnist", "budgets": [2000, 5000],
                         "attack_kwargs": {**{f"activethief_{s}": {"rounds": 5, "max_candidates": 3000,
                                                                   "deepfool_steps": 10}
                                              for s in ("random", "uncertainty", "kcenter", "dfal")},
@@ -62,7 +62,7 @@ _SMOKE["04_attack"].update({"budgets": [200, 800], "clone_epochs": 2, "flip_form
 _SMOKE["05_baselines"].update({"am_epochs": 1, "am_outliers": 500, "latency_repeats": 3, "knockoff_budgets": [300],
                                "jbda_budgets": [300], "clone_epochs": 2})
 _SMOKE["06_attack_suite"].update({
-    "budgets": [300], "clone_epochs": 2,
+    "budgets": [150, 300], "clone_epochs": 2,
     "attack_kwargs": {**_SMOKE["06_attack_suite"]["attack_kwargs"], "jbda": {"seed_size": 50},
                       "jb_self": {"seed_size": 50}, "jb_topk": {"seed_size": 50},
                       "dfme": {"generator_width": 8, "batch_size": 32}, "maze": {"generator_width": 8, "batch_size": 16}}})

@@ -347,13 +347,17 @@ def plot_tradeoff_points(table: pd.DataFrame, results: pd.DataFrame):
 
 
 def plot_attack_suite(suite: pd.DataFrame):
-    """Clone accuracy per attack against the undefended victim and PDB."""
+    """Clone accuracy and fidelity to the deployed network per attack, one row of panels per budget."""
     frame = suite.copy()
     frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    sns.barplot(data=frame, x="attack", y="clone_acc", hue="defense", ax=ax)
-    ax.set(xlabel="attack", ylabel="clone test accuracy",
-           title=f"Clone accuracy per attack at {', '.join(str(b) for b in sorted(frame['budget'].unique()))} queries")
-    ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    return fig
+    long = frame.melt(id_vars=["attack", "defense", "budget"], value_vars=["clone_acc", "fidelity_deployed"],
+                      var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map({"clone_acc": "clone test accuracy",
+                                         "fidelity_deployed": "fidelity to deployed network"})
+    grid = sns.catplot(data=long, kind="bar", x="attack", y="value", hue="defense", col="metric", row="budget",
+                       height=3.6, aspect=1.9, sharey=True)
+    grid.set_axis_labels("attack", "fraction of test images")
+    grid.set_titles("{col_name}, {row_name} queries")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", rotation=45)
+    return grid.figure
