@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 REPORTS_DIR = REPO_ROOT / "reports"
-_REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", re.IGNORECASE)
+# A <script> element that loads or imports anything from http(s), with its body.
+_REMOTE_SCRIPT = re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?https?://(?:(?!</script>).)*?</script>"
+                            r"|<script\b[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>",
+                            re.IGNORECASE | re.DOTALL)
 
 
 class StepFailedError(RuntimeError):
@@ -40,8 +43,8 @@ class StepFailedError(RuntimeError):
 def render_html(notebook_path: Path, html_path: Path) -> Path:
     """Render an executed notebook to a standalone HTML page.
 
-    Scripts that nbconvert's template would fetch from a CDN (require.js, MathJax) are removed,
-    so the page opens offline; the notebooks use no widgets or LaTeX that need them.
+    Scripts that load code from a CDN (nbconvert's MathJax and mermaid loaders) are removed,
+    so the page opens offline. The notebooks use no LaTeX or mermaid diagrams that need them.
     """
     import nbformat
     from nbconvert import HTMLExporter

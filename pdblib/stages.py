@@ -8,6 +8,7 @@ notebook can be re-executed alone with papermill.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 
@@ -169,18 +170,20 @@ def _model_name(run: RunDir) -> str:
     return load_checkpoint(run.artifact("victim", "victim.pt"))["model"]
 
 
-def load_defense(run: RunDir, name: str, *, device: str = "cpu") -> Defense:
+def load_defense(run: RunDir, name: str, *, device: str = "cpu", knobs: dict | None = None) -> Defense:
     """Build a named defense from the run's checkpoints.
 
     Names: ``undefended``, ``ce_finetuned`` (the CE-fine-tuned victim, undefended), ``pdb``
     (the calibrated flip form), ``pdb_<form>`` for each flip form with the same threshold, and
     the baselines of :data:`BASELINE_NAMES` with the knobs recorded by :func:`stage_baselines`.
+    ``knobs`` overrides constructor arguments (a baseline's strength, or PDB's ``threshold``
+    and ``flip_form``); sweeps use it.
     """
     check_choice(name, DEFENSE_NAMES, what="defense")
     if name in BASELINE_NAMES:
         from pdblib.stages_baselines import load_baseline
 
-        return load_baseline(run, name, device=device)
+        return load_baseline(run, name, device=device, knobs=knobs)
     if name == "undefended":
         return Undefended(load_victim(run), _num_classes(run), device=device)
     if name == "ce_finetuned":
@@ -188,8 +191,9 @@ def load_defense(run: RunDir, name: str, *, device: str = "cpu") -> Defense:
     state = load_checkpoint(run.artifact("pdb", "pdb.pt"))
     model = _load_model(run.artifact("pdb", "pdb.pt"))
     form = state["flip_form"] if name == "pdb" else name[len("pdb_"):]
-    defense = PDBDefense(model, int(state["num_classes"]), threshold=float(state["threshold"]), flip_form=form,
-                         secret_seed=int(state["secret_seed"]), device=device)
+    settings = {"threshold": float(state["threshold"]), "flip_form": form, "secret_seed": int(state["secret_seed"])}
+    settings.update(knobs or {})
+    defense = PDBDefense(model, int(state["num_classes"]), device=device, **settings)
     defense.name = name
     return defense
 
@@ -202,19 +206,22 @@ def _num_classes(run: RunDir) -> int:
 
 RESULT_COLUMNS = ["defense", "attack", "pool", "output", "budget", "seed", "queries_used", "clone_acc",
                   "normalized_clone_acc", "fidelity_victim", "fidelity_deployed", "flip_fraction",
-                  "victim_acc", "seconds"]
+                  "victim_acc", "seconds", "defense_knobs"]
 
 
 def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attack: str = "knockoff_random",
                   pools: list[str], outputs: list[str], budgets: list[int], seed: int = 0,
                   clone_model: str = "small_cnn_narrow", clone_epochs: int = 10, clone_lr: float = 1e-3,
                   clone_batch_size: int = 128, attack_kwargs: dict | None = None, filename: str = "results.csv",
-                  device: str = "cpu", progress: bool = True) -> pd.DataFrame:
+                  defense_knobs: dict[str, dict] | None = None, device: str = "cpu",
+                  progress: bool = True) -> pd.DataFrame:
     """Run ``attack`` against each defense, pool and output form at every budget.
 
     Results go to ``artifacts/attack/<filename>``, one row per (defense, pool, output, budget),
     written after each combination finishes. Combinations already in the file are skipped, so
-    an interrupted step resumes where it stopped.
+    an interrupted step resumes where it stopped. ``defense_knobs`` maps a defense name to
+    constructor overrides (see :func:`load_defense`); they are recorded in the ``defense_knobs``
+    column.
     """
     for name in defenses:
         check_choice(name, DEFENSE_NAMES, what="defense")
@@ -232,7 +239,8 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
     victim_acc = accuracy(victim, bundle.x_test, bundle.y_test)
 
     for defense_name in defenses:
-        defense = load_defense(run, defense_name, device=device)
+        knobs = (defense_knobs or {}).get(defense_name)
+        defense = load_defense(run, defense_name, device=device, knobs=knobs)
         for pool_name in pools:
             for output in outputs:
                 key = (done["defense"] == defense_name) & (done["attack"] == attack) & \
@@ -255,7 +263,8 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
                     rows.append({"defense": defense_name, "attack": attack, "pool": pool_name, "output": output,
                                  "budget": budget, "seed": seed, "queries_used": min(budget, oracle.used),
                                  "flip_fraction": float(flipped[:budget].float().mean()),
-                                 "victim_acc": victim_acc, "seconds": seconds, **metrics})
+                                 "victim_acc": victim_acc, "seconds": seconds,
+                                 "defense_knobs": json.dumps(knobs or {}, sort_keys=True), **metrics})
                     logger.info("%s vs %s, pool %s, %s, budget %d: clone acc %.4f", attack, defense_name,
                                 pool_name, output, budget, metrics["clone_acc"])
                 done = pd.concat([done[~(key & done["budget"].isin(budgets))], pd.DataFrame(rows)],

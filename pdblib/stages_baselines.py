@@ -58,13 +58,16 @@ def _load_plain(path, model_name: str, num_classes: int):
     return model.eval()
 
 
-def load_baseline(run: RunDir, name: str, *, device: str = "cpu") -> Defense:
-    """Rebuild baseline ``name`` from the victim and the knobs recorded in ``artifacts/baselines``."""
+def load_baseline(run: RunDir, name: str, *, device: str = "cpu", knobs: dict | None = None) -> Defense:
+    """Rebuild baseline ``name`` from the victim and the knobs recorded in ``artifacts/baselines``.
+
+    ``knobs`` overrides the recorded ones, for example ``{"beta": 0.5}`` for reverse sigmoid.
+    """
     config = run.read_json("baselines", "config.json")
     if name not in config["knobs"]:
         raise InputError(f"baseline {name!r} was not fitted in {run.path}; fitted: {sorted(config['knobs'])}")
     victim, k, model_name = _victim_and_classes(run)
-    knobs = dict(config["knobs"][name])
+    knobs = {**config["knobs"][name], **(knobs or {})}
     if name == "adaptive_misinformation":
         oe_model = _load_plain(run.artifact("baselines", "am_outlier_exposure.pt"), model_name, k)
         misinformation = _load_plain(run.artifact("baselines", "am_misinformation.pt"), model_name, k)

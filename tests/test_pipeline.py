@@ -10,6 +10,7 @@ import pytest
 
 from pdblib.pipeline import NOTEBOOK_DIR, main, run_chain
 from pdblib.profiles import PROFILES, STEPS, resolve_profile
+from pdblib.sweep import cell_id, expand_grid, run_sweep
 from pdblib.utils import InputError
 
 
@@ -57,9 +58,17 @@ def test_cli_reports_unknown_profile(tmp_path, caplog):
     assert "unknown profile 'nightly'" in caplog.text
 
 
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke-profile run of the whole chain, shared by the slow tests of this module."""
+    reports = tmp_path_factory.mktemp("reports")
+    return run_chain("smoke", run_id="smoke-test", reports_dir=reports, progress=False)
+
+
 @pytest.mark.slow
-def test_smoke_chain_end_to_end(tmp_path):
-    run = run_chain("smoke", run_id="smoke-test", reports_dir=tmp_path, progress=False)
+def test_smoke_chain_end_to_end(smoke_run):
+    run = smoke_run
+    tmp_path = run.parent
     index = (run / "index.html").read_text(encoding="utf-8")
     for step in STEPS:
         assert (run / "html" / f"{step}.html").exists()
@@ -67,13 +76,19 @@ def test_smoke_chain_end_to_end(tmp_path):
     assert "Clone test accuracy" in index
     results = pd.read_csv(run / "artifacts" / "attack" / "results.csv")
     assert len(results) == 2 * 2 * 2 * 2  # defenses x pools x outputs x budgets
+    suite = pd.read_csv(run / "artifacts" / "attack" / "suite.csv")
+    assert set(suite["attack"]) == set(resolve_profile("smoke")["06_attack_suite"]["attacks"])
+    table = pd.read_csv(run / "artifacts" / "baselines" / "defense_table.csv")
+    assert set(table["defense"]) >= {"undefended", "pdb", "mad", "adaptive_misinformation", "bdpl"}
     assert (results["queries_used"] <= results["budget"]).all()
     params = json.loads((run / "params.json").read_text())
     assert params["profile"] == "smoke"
     env = json.loads((run / "environment.json").read_text())
     assert env["packages"]["torch"]
     for page in (run / "html").glob("*.html"):
-        assert "https://cdn" not in page.read_text(encoding="utf-8")
+        text = page.read_text(encoding="utf-8")
+        assert "cdnjs" not in text and "cdn.jsdelivr" not in text
+        assert 'src="http' not in text
 
     # A resumed run skips every finished step and leaves the results alone.
     stamp = (run / "artifacts" / "attack" / "results.csv").stat().st_mtime_ns
@@ -95,3 +110,40 @@ def test_cli_runs_a_step_subset_and_fails_clearly(tmp_path):
     assert completed.returncode == 1
     assert "step 02_victim failed" in completed.stderr
     assert "splits.json not found" in completed.stderr
+
+
+@pytest.mark.slow
+def test_sweep_resumes_only_missing_cells(smoke_run):
+    base = {"defenses": ["reverse_sigmoid"], "pools": ["mnist"], "outputs": ["probs"], "budgets": [100],
+            "clone_epochs": 1, "progress": False}
+    cells = expand_grid(base, {"defense_knobs": [{"reverse_sigmoid": {"beta": 0.3}},
+                                                 {"reverse_sigmoid": {"beta": 1.0}},
+                                                 {"reverse_sigmoid": {"beta": -1.0}}]})
+    first = run_sweep(smoke_run, cells, progress=False)
+    assert len(first) == 2
+    failed = json.loads((smoke_run / "sweep" / "failed.json").read_text())
+    assert len(failed) == 1
+    assert "beta" in failed[0]["error"]
+
+    # Simulate a kill before the second cell finished: drop its record, keep the first one.
+    kept, dropped = cell_id(cells[0]), cell_id(cells[1])
+    kept_stamp = (smoke_run / "sweep" / "cells" / f"{kept}.json").stat().st_mtime_ns
+    (smoke_run / "sweep" / "cells" / f"{dropped}.json").unlink()
+    second = run_sweep(smoke_run, cells[:2], progress=False)
+    assert len(second) == 2
+    assert (smoke_run / "sweep" / "cells" / f"{kept}.json").stat().st_mtime_ns == kept_stamp
+    assert (smoke_run / "sweep" / "cells" / f"{dropped}.json").exists()
+    assert set(json.loads(k)["reverse_sigmoid"]["beta"] for k in second["defense_knobs"]) == {0.3, 1.0}
+
+
+def test_expand_grid_and_cell_ids():
+    cells = expand_grid({"budgets": [100]}, {"pools": [["mnist"], ["fashion_mnist"]], "seed": [0, 1]})
+    assert len(cells) == 4
+    assert all(cell["budgets"] == [100] for cell in cells)
+    assert len({cell_id(cell) for cell in cells}) == 4
+    assert cell_id(dict(reversed(list(cells[0].items())))) == cell_id(cells[0])
+
+
+def test_expand_grid_rejects_empty_axis():
+    with pytest.raises(InputError, match="non-empty list"):
+        expand_grid({}, {"seed": []})
