@@ -29,10 +29,10 @@ from pdblib.utils import InputError, load_checkpoint, make_generator, save_check
 
 logger = logging.getLogger(__name__)
 
-# Strength knobs of each baseline. Defaults follow the public values DESIGN-era peers use:
-# reverse sigmoid beta 0.7, gamma 0.2 (Lee et al. 2019 sweep 0.2-1.0); MAD epsilon 0.5 (L1,
-# Orekondy et al. 2020 sweep 0.1-1.1); adaptive misinformation tau 0.5 and nu 1000
-# (Kariyappa & Qureshi 2020 sweep tau); BDPL zone 0.2 on the probability margin.
+# Strength knobs of each baseline in the chain: this package's choices of a middle setting for
+# each defense (reverse sigmoid beta 0.7 and gamma 0.2, MAD L1 budget 0.5 with the top-1
+# preserving oracle, adaptive misinformation tau 0.5 and nu 1000, BDPL zone 0.2 on the
+# probability margin). Each class docstring gives its own defaults and their sources.
 DEFAULT_BASELINE_KNOBS: dict[str, dict] = {
     "label_only": {},
     "rounding": {"decimals": 1},
@@ -80,11 +80,11 @@ def stage_baselines(run: RunDir, bundle: DataBundle, *, knobs: dict[str, dict] |
                     progress: bool = True) -> dict:
     """Fit the baselines, record their knobs, and write the utility table of every defense.
 
-    Adaptive misinformation gets its own victim: a copy of the trained victim fine-tuned for
+    Adaptive misinformation gets its own victim: a copy of the trained victim, fine-tuned for
     ``am_epochs`` with outlier exposure on ``am_outliers`` patch-shuffled images of the
-    victim's own training split (disjoint from both attacker pools by construction), and a
-    misinformation network of the victim's architecture trained from scratch for
-    ``am_epochs``.
+    victim's own training split. Those outliers are disjoint from both attacker pools by
+    construction. Its misinformation network has the victim's architecture and is trained from
+    scratch for ``am_epochs``.
     """
     knobs = {**DEFAULT_BASELINE_KNOBS, **(knobs or {})}
     unknown = set(knobs) - set(DEFAULT_BASELINE_KNOBS)
