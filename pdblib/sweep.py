@@ -88,6 +88,7 @@ def run_sweep(run_dir: str | Path, cells: list[dict], *, kernel_name: str = "pyt
             raise InputError(f"step {step!r} has not finished in {run.path}; run the chain up to 03_pdb first")
     records = run.path / "sweep" / "cells"
     records.mkdir(parents=True, exist_ok=True)
+    (run.path / "sweep" / "notebooks").mkdir(parents=True, exist_ok=True)
     done = failed = 0
     bar = tqdm(cells, desc="sweep cells", disable=not progress)
     for params in bar:
