@@ -133,7 +133,7 @@ def test_sweep_resumes_only_missing_cells(smoke_run):
     assert len(second) == 2
     assert (smoke_run / "sweep" / "cells" / f"{kept}.json").stat().st_mtime_ns == kept_stamp
     assert (smoke_run / "sweep" / "cells" / f"{dropped}.json").exists()
-    assert set(json.loads(k)["reverse_sigmoid"]["beta"] for k in second["defense_knobs"]) == {0.3, 1.0}
+    assert set(json.loads(k)["beta"] for k in second["defense_knobs"]) == {0.3, 1.0}
 
 
 def test_expand_grid_and_cell_ids():
