@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= quick
 DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data report test test-fast clean-reports
+.PHONY: setup data report test test-fast site clean-reports
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: data
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+site: setup
+	$(PY) -m pdblib.site
 
 clean-reports:
 	rm -rf reports/*/

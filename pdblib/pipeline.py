@@ -132,6 +132,9 @@ def run_chain(profile: str = "quick", *, run_id: str | None = None, reports_dir:
 
     index = write_index(run, steps=list(STEPS), wall_seconds=time.perf_counter() - start)
     logger.info("report written to %s", index)
+    from pdblib.site import build_site
+
+    build_site(reports_dir)
     return run.path
 
 
