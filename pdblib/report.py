@@ -361,3 +361,21 @@ def plot_attack_suite(suite: pd.DataFrame):
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=45)
     return grid.figure
+
+
+def plot_tradeoff_curves(results: pd.DataFrame):
+    """Clone accuracy against defended accuracy as each defense's strength is swept.
+
+    ``results`` holds sweep rows with ``defense``, ``defense_knobs`` (JSON), ``defended_acc``,
+    ``clone_acc``, ``attack``, ``pool`` and ``budget``; one line per defense, one panel per
+    attack setting, points ordered by defended accuracy.
+    """
+    frame = results.copy()
+    frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
+    frame["setting"] = frame["attack"] + ", " + frame["pool"] + ", " + frame["budget"].astype(str) + " queries"
+    frame = frame.sort_values("defended_acc")
+    grid = sns.relplot(data=frame, x="defended_acc", y="clone_acc", hue="defense", style="defense", kind="line",
+                       markers=True, dashes=False, col="setting", col_wrap=2, height=3.8, aspect=1.2, sort=False)
+    grid.set_axis_labels("defended test accuracy", "clone test accuracy")
+    grid.set_titles("{col_name}")
+    return grid.figure

@@ -206,7 +206,7 @@ def _num_classes(run: RunDir) -> int:
 
 RESULT_COLUMNS = ["defense", "attack", "pool", "output", "budget", "seed", "queries_used", "clone_acc",
                   "normalized_clone_acc", "fidelity_victim", "fidelity_deployed", "flip_fraction",
-                  "victim_acc", "seconds", "defense_knobs"]
+                  "victim_acc", "defended_acc", "seconds", "defense_knobs"]
 
 
 def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attack: str = "knockoff_random",
@@ -241,6 +241,7 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
     for defense_name in defenses:
         knobs = (defense_knobs or {}).get(defense_name)
         defense = load_defense(run, defense_name, device=device, knobs=knobs)
+        defended_acc = None
         for pool_name in pools:
             for output in outputs:
                 key = (done["defense"] == defense_name) & (done["attack"] == attack) & \
@@ -248,6 +249,8 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
                 if set(budgets) <= set(done.loc[key, "budget"].astype(int)):
                     logger.info("skipping %s/%s/%s/%s: already in %s", defense_name, attack, pool_name, output, path)
                     continue
+                if defended_acc is None:
+                    defended_acc = utility_metrics(defense, victim, bundle.x_test, bundle.y_test)["defended_acc"]
                 start = time.perf_counter()
                 oracle = QueryOracle(defense, max(budgets), output=output)
                 attacker = build_attack(attack, clone_model=clone_model, seed=seed, device=device, progress=progress,
@@ -263,7 +266,7 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
                     rows.append({"defense": defense_name, "attack": attack, "pool": pool_name, "output": output,
                                  "budget": budget, "seed": seed, "queries_used": min(budget, oracle.used),
                                  "flip_fraction": float(flipped[:budget].float().mean()),
-                                 "victim_acc": victim_acc, "seconds": seconds,
+                                 "victim_acc": victim_acc, "defended_acc": defended_acc, "seconds": seconds,
                                  "defense_knobs": json.dumps(knobs or {}, sort_keys=True), **metrics})
                     logger.info("%s vs %s, pool %s, %s, budget %d: clone acc %.4f", attack, defense_name,
                                 pool_name, output, budget, metrics["clone_acc"])

@@ -155,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 1
     logger.info("sweep finished: %d rows in %s", len(frame), Path(args.run_dir) / "sweep" / "results.csv")
+    if len(frame) and "defended_acc" in frame:
+        from pdblib.report import plot_tradeoff_curves, save_figure, set_style
+
+        set_style()
+        figure = save_figure(plot_tradeoff_curves(frame), Path(args.run_dir) / "sweep" / "tradeoff.png")
+        logger.info("trade-off curves written to %s", figure)
     return 0
 
 
