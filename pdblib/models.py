@@ -19,9 +19,12 @@ from pdblib.utils import InputError, check_choice
 
 
 class Classifier(nn.Module):
-    """Base class: ``forward(x) = head(features(x))``; subclasses define both."""
+    """Base class: ``forward(x) = head(features(x))``; subclasses define both.
 
-    head: nn.Linear
+    ``head`` is an ``nn.Linear`` attribute set by each subclass. It is not declared as a class
+    annotation because TorchScript cannot resolve string annotations, and the deployed PDB
+    module scripts the network.
+    """
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -300,3 +300,34 @@ def stage_boundary_distance(run: RunDir, bundle: DataBundle, *, samples: int = 5
     run.write_csv("pdb", "boundary_distance.csv", frame)
     finite = frame[frame["distance"] < float("inf")]
     return {name: float(group["distance"].median()) for name, group in finite.groupby("model")}
+
+
+# ----------------------------------------------------------------------------- deployment
+
+def stage_export(run: RunDir, bundle: DataBundle, *, device: str = "cpu") -> dict:
+    """Export the PDB-defended model as one TorchScript module and compare it on the whole test set.
+
+    Writes ``artifacts/pdb/pdb_deployed.pt`` and ``artifacts/pdb/export.json`` with the number
+    of test images whose label or flip flag differs between the module and the Python defense,
+    and the largest absolute difference of their posteriors.
+    """
+    from pdblib.core.export import export_torchscript, load_torchscript
+
+    defense = load_defense(run, "pdb", device=device)
+    path = export_torchscript(defense, run.artifact("pdb", "pdb_deployed.pt"))
+    module = load_torchscript(path)
+    label_mismatch = flip_mismatch = 0
+    max_abs_diff = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(bundle.x_test), 1000):
+            xb = bundle.x_test[start:start + 1000]
+            expected = defense.answer(xb)
+            probs, flipped = module.answer(xb)
+            label_mismatch += int((probs.argmax(dim=1) != expected.labels).sum())
+            flip_mismatch += int((flipped != expected.flipped).sum())
+            max_abs_diff = max(max_abs_diff, float((probs - expected.probs).abs().max()))
+    record = {"test_images": len(bundle.x_test), "label_mismatches": label_mismatch,
+              "flip_mismatches": flip_mismatch, "max_abs_prob_diff": max_abs_diff,
+              "network_export": getattr(module, "network_export", "unknown"), "bytes": path.stat().st_size}
+    run.write_json("pdb", "export.json", record)
+    return record

@@ -25,7 +25,7 @@ def _sequential_network(seed: int = 0) -> nn.Module:
 
 
 def _classifier_network(seed: int = 0) -> nn.Module:
-    """A pdblib Classifier with an extended head; scripting rejects it, so export traces it."""
+    """A pdblib Classifier with an extended head; the tests export it by tracing."""
     return extend_head(make_mlp(seed=seed), generator=make_generator(seed), weight_std=1.0).eval()
 
 
@@ -44,7 +44,7 @@ def _defense(network: str, flip_form: str, secret_seed: int = 3) -> tuple[PDBDef
 @pytest.mark.parametrize("flip_form", FLIP_FORMS)
 def test_exported_module_matches_defense(tmp_path, network, flip_form):
     defense, x = _defense(network, flip_form)
-    path = export_torchscript(defense, tmp_path / "pdb.pt")
+    path = export_torchscript(defense, tmp_path / "pdb.pt", network_export=network)
     module = torch.jit.load(str(path))
     expected = defense.answer(x)
     probs, flipped = module.answer(x)
