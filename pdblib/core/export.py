@@ -14,9 +14,7 @@ How the module is built (:func:`export_torchscript`):
   example input otherwise. A traced network is correct only if its forward has no
   data-dependent control flow. The chosen method is stored in the module's
   ``network_export`` attribute ("script" or "trace"). With torch 2.14 the models of
-  :mod:`pdblib.models` are traced, because scripting rejects the class-level annotation
-  ``head: nn.Linear`` of :class:`pdblib.models.Classifier`; their forward has no data-dependent
-  control flow;
+  :mod:`pdblib.models` are scripted;
 - before saving, the module's answers are compared with the defense's answers on a seeded
   random batch, and a mismatch raises an error. This check replaces ``torch.jit.trace``'s own
   ``check_trace``, which is turned off.
