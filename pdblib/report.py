@@ -36,7 +36,7 @@ OUTPUT_LABELS = {"probs": "soft labels", "labels": "hard labels"}
 
 
 def set_style() -> None:
-    """Seaborn theme used by every figure."""
+    """Apply the seaborn theme that every figure uses."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 
 
@@ -57,13 +57,13 @@ def plot_image_grid(rows: dict[str, torch.Tensor], *, columns: int = 10, title: 
 
 
 def history_frame(histories: dict[str, list[dict]]) -> pd.DataFrame:
-    """Long data frame of per-epoch records, one ``model`` per history."""
+    """Stack per-epoch records into one long data frame with a ``model`` column per history."""
     frames = [pd.DataFrame(records).assign(model=name) for name, records in histories.items() if records]
     return pd.concat(frames, ignore_index=True)
 
 
 def plot_training_curves(histories: dict[str, list[dict]]):
-    """Training loss and validation accuracy per epoch for each named history."""
+    """Plot training loss and validation accuracy per epoch for each named history."""
     frame = history_frame(histories)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     sns.lineplot(data=frame, x="epoch", y="train_loss", hue="model", marker="o", ax=axes[0])
@@ -76,7 +76,7 @@ def plot_training_curves(histories: dict[str, list[dict]]):
 
 
 def plot_clone_accuracy(results: pd.DataFrame, *, victim_acc: float | None = None, y: str = "clone_acc"):
-    """Clone accuracy against query budget: one panel per pool, colour per defense, dash per output."""
+    """Plot clone accuracy against query budget: a panel per pool, a colour per defense, a dash per output."""
     frame = results.copy()
     frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
     frame["pool"] = frame["pool"].map(lambda name: POOL_LABELS.get(name, name))
@@ -97,7 +97,7 @@ def plot_clone_accuracy(results: pd.DataFrame, *, victim_acc: float | None = Non
 
 
 def plot_transition_scores(scores: dict[str, torch.Tensor], threshold: float):
-    """Histograms of PDB transition scores per input source, with the flip threshold."""
+    """Plot histograms of PDB transition scores per input source, with the flip threshold."""
     frame = pd.concat([pd.DataFrame({"score": values.numpy(), "source": name}) for name, values in scores.items()],
                       ignore_index=True)
     fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -121,7 +121,7 @@ def save_figure(fig, path: str | Path) -> Path:
 
 
 def utility_table(run: RunDir) -> pd.DataFrame:
-    """Utility on the test set: undefended victim, CE-fine-tuned victim and PDB."""
+    """Tabulate utility on the test set of the undefended victim, the CE-fine-tuned victim and PDB."""
     metrics = run.read_json("pdb", "metrics.json")
     frame = pd.DataFrame(metrics["utility_test"]).T
     frame.index = [DEFENSE_LABELS.get(name, name) for name in frame.index]
@@ -132,7 +132,7 @@ def utility_table(run: RunDir) -> pd.DataFrame:
 
 
 def clone_table(results: pd.DataFrame, value: str = "clone_acc") -> pd.DataFrame:
-    """Pivot of one metric: rows defense x pool x output, columns budget."""
+    """Pivot one metric into rows defense x pool x output and columns budget."""
     frame = results.copy()
     frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
     return frame.pivot_table(index=["defense", "pool", "output"], columns="budget", values=value).round(4)
@@ -193,7 +193,7 @@ def write_index(run: RunDir, *, steps: list[str], wall_seconds: float | None = N
 
 
 def _findings(utility: dict, results: pd.DataFrame) -> list[str]:
-    """Plain-language statements computed from the measured numbers, good or bad for PDB."""
+    """Write plain-language findings from the measured numbers, good or bad for PDB."""
     findings = []
     victim, pdb, ce = utility["undefended"], utility["pdb"], utility["ce_finetuned"]
     findings.append(
@@ -288,7 +288,7 @@ def build_summary(run: RunDir) -> dict:
 
 
 def _defense_summary(run: RunDir) -> pd.DataFrame | None:
-    """One row per defense: utility, distortion, latency ratios and clone accuracy per attack setting."""
+    """Tabulate per defense its utility, distortion, latency ratios and clone accuracy per attack setting."""
     table_path = run.path / "artifacts" / "baselines" / "defense_table.csv"
     if not table_path.exists():
         return None
@@ -310,7 +310,7 @@ def _defense_summary(run: RunDir) -> pd.DataFrame | None:
 
 
 def _suite_summary(run: RunDir) -> pd.DataFrame | None:
-    """Per attack and budget: clone accuracy, fidelity and flip fraction against undefended and PDB, and seconds."""
+    """Tabulate per attack and budget the clone accuracy, fidelity, flip fraction and seconds against undefended and PDB."""
     path = run.path / "artifacts" / "attack" / "suite.csv"
     if not path.exists():
         return None
@@ -322,7 +322,7 @@ def _suite_summary(run: RunDir) -> pd.DataFrame | None:
 
 
 def plot_boundary_distance(frame: pd.DataFrame):
-    """Histogram of DeepFool L2 distances to the nearest boundary, per model."""
+    """Plot histograms of DeepFool L2 distances to the nearest boundary, per model."""
     data = frame[frame["distance"] < float("inf")].copy()
     data["model"] = data["model"].map(lambda name: DEFENSE_LABELS.get(name, name))
     fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -335,7 +335,7 @@ def plot_boundary_distance(frame: pd.DataFrame):
 
 
 def plot_tradeoff_points(table: pd.DataFrame, results: pd.DataFrame):
-    """Clone accuracy against defended test accuracy, one point per defense, one panel per attack setting."""
+    """Plot clone accuracy against defended test accuracy: a point per defense, a panel per attack setting."""
     merged = results.merge(table[["defense", "defended_acc"]], on="defense")
     merged["setting"] = merged["attack"] + ", " + merged["pool"] + ", " + merged["budget"].astype(str) + " queries"
     merged["defense"] = merged["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
@@ -347,7 +347,7 @@ def plot_tradeoff_points(table: pd.DataFrame, results: pd.DataFrame):
 
 
 def plot_attack_suite(suite: pd.DataFrame):
-    """Clone accuracy and fidelity to the deployed network per attack, one row of panels per budget."""
+    """Plot clone accuracy and fidelity to the deployed network per attack, a row of panels per budget."""
     frame = suite.copy()
     frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
     long = frame.melt(id_vars=["attack", "defense", "budget"], value_vars=["clone_acc", "fidelity_deployed"],
@@ -364,9 +364,9 @@ def plot_attack_suite(suite: pd.DataFrame):
 
 
 def plot_tradeoff_curves(results: pd.DataFrame):
-    """Clone accuracy against defended accuracy as each defense's strength is swept.
+    """Plot clone accuracy against defended accuracy as each defense's strength is swept.
 
-    ``results`` holds sweep rows with ``defense``, ``defense_knobs`` (JSON), ``defended_acc``,
+    ``results`` contains sweep rows with ``defense``, ``defense_knobs`` (JSON), ``defended_acc``,
     ``clone_acc``, ``attack``, ``pool`` and ``budget``; one line per defense, one panel per
     attack setting, points ordered by defended accuracy.
     """
