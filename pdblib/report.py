@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +20,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-from pdblib.runs import RunDir  # noqa: E402
+from pdblib.runs import REPO_ROOT, RunDir  # noqa: E402
 from pdblib.utils import atomic_write_text  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,12 @@ def write_index(run: RunDir, *, steps: list[str], wall_seconds: float | None = N
             rel = figure.relative_to(run.path).as_posix()
             parts.append(f"<figure><img src=\"{html.escape(rel)}\" alt=\"{html.escape(figure.stem)}\">"
                          f"<figcaption class=\"note\">{html.escape(figure.stem.replace('_', ' '))}</figcaption></figure>")
+
+    benchmarks = REPO_ROOT / "docs" / "benchmarks.md"
+    if benchmarks.exists():
+        parts.append("<h2>Benchmarks</h2><p class=\"note\">From <code>docs/benchmarks.md</code> of this "
+                     "checkout; it states the command, the machine and the commit that produced it.</p>")
+        parts.append(markdown_to_html(benchmarks.read_text(encoding="utf-8"), heading_offset=2))
 
     parts.append("<h2>Executed notebooks</h2><ul>")
     for step in steps:
@@ -379,3 +386,59 @@ def plot_tradeoff_curves(results: pd.DataFrame):
     grid.set_axis_labels("defended test accuracy", "clone test accuracy")
     grid.set_titles("{col_name}")
     return grid.figure
+
+
+def _inline_markdown(text: str) -> str:
+    """Escape ``text`` and turn Markdown code spans and bold into HTML."""
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+
+
+def markdown_to_html(text: str, *, heading_offset: int = 0) -> str:
+    """Convert the Markdown subset of generated pages (headings, pipe tables, code fences, paragraphs).
+
+    ``heading_offset`` demotes headings, so a page's ``#`` becomes ``<h3>`` with offset 2.
+    """
+    blocks, paragraph, lines = [], [], text.splitlines()
+    i = 0
+
+    def flush():
+        if paragraph:
+            blocks.append("<p>" + _inline_markdown(" ".join(paragraph)) + "</p>")
+            paragraph.clear()
+
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            flush()
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            blocks.append("<pre><code>" + html.escape("\n".join(lines[i + 1:j])) + "</code></pre>")
+            i = j + 1
+            continue
+        if line.startswith("#"):
+            flush()
+            level = min(len(line) - len(line.lstrip("#")) + heading_offset, 6)
+            blocks.append(f"<h{level}>{_inline_markdown(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("|"):
+            flush()
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [cell.strip() for cell in lines[i].strip().strip("|").split("|")]
+                if not all(re.fullmatch(r":?-{3,}:?", cell) for cell in cells):
+                    rows.append(cells)
+                i += 1
+            head = "".join(f"<th>{_inline_markdown(c)}</th>" for c in rows[0]) if rows else ""
+            body = "".join("<tr>" + "".join(f"<td>{_inline_markdown(c)}</td>" for c in row) + "</tr>"
+                           for row in rows[1:])
+            blocks.append(f"<table class=\"table\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            continue
+        elif not line.strip():
+            flush()
+        else:
+            paragraph.append(line.strip().lstrip("-* ").strip() if line.lstrip().startswith(("- ", "* ")) else line.strip())
+        i += 1
+    flush()
+    return "\n".join(blocks)

@@ -27,3 +27,14 @@ def test_clone_accuracy_and_suite_plots_render():
     frame = _rows()
     plt.close(plot_clone_accuracy(frame, victim_acc=0.9))
     plt.close(plot_attack_suite(frame))
+
+
+def test_markdown_tables_and_headings_convert():
+    from pdblib.report import markdown_to_html
+
+    page = markdown_to_html("# Title\n\nSome `code` text.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", heading_offset=2)
+    assert "<h3>Title</h3>" in page
+    assert "<code>code</code>" in page
+    assert "<th>a</th><th>b</th>" in page
+    assert "<td>1</td><td>2</td>" in page
+    assert "---" not in page
