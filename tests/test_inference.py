@@ -135,3 +135,19 @@ def test_defense_rejects_unknown_flip_form():
 def test_transition_scores_shape_check():
     with pytest.raises(InputError, match="shape"):
         transition_scores(torch.zeros(3, K), K)
+
+
+def test_unkeyed_flips_change_between_calls():
+    x, _ = make_blobs(300, seed=12)
+    defense = PDBDefense(_pdb_model(), K, threshold=-1e9, flip_form="onehot_random", deterministic_flips=False,
+                         input_shape=IMAGE_SHAPE)
+    first = defense.answer(x).labels
+    second = defense.answer(x).labels
+    assert not defense.deterministic
+    assert (first != second).any()
+    assert (first != defense.reference_labels(x)).all()
+
+
+def test_unkeyed_option_keeps_other_forms_deterministic():
+    defense = PDBDefense(_pdb_model(), K, flip_form="swap_top2", deterministic_flips=False, input_shape=IMAGE_SHAPE)
+    assert defense.deterministic

@@ -30,7 +30,7 @@ import logging
 import torch
 from torch import nn
 
-from pdblib.core.flip import (FLIP_FORMS, defended_probs, hash_parameters, keyed_hash,
+from pdblib.core.flip import (FLIP_FORMS, HASH_PRIME, defended_probs, hash_parameters, keyed_hash,
                               transition_scores_unchecked)
 from pdblib.defenses.base import Answer, Defense
 from pdblib.training import predict_logits
@@ -93,6 +93,11 @@ class PDBDefense(Defense):
     flip_form : {"swap_top2", "onehot_second", "onehot_random"}
     secret_seed : int
         Key of the flip hash; keep it private in a deployment.
+    deterministic_flips : bool
+        ``True`` (default) keys the ``"onehot_random"`` flip by the input alone, so a repeated
+        query gets the same wrong class. ``False`` draws a new hash key on every call, so
+        repeated queries get different wrong classes; it exists to measure what determinism
+        buys against the averaging attack. The other flip forms are deterministic either way.
     """
 
     name = "pdb"
@@ -100,7 +105,7 @@ class PDBDefense(Defense):
     deterministic = True
 
     def __init__(self, model: nn.Module, num_classes: int, *, threshold: float = 0.0,
-                 flip_form: str = "onehot_random", secret_seed: int = 0,
+                 flip_form: str = "onehot_random", secret_seed: int = 0, deterministic_flips: bool = True,
                  input_shape=(1, 28, 28), device: str | torch.device = "cpu"):
         super().__init__(num_classes, input_shape)
         check_choice(flip_form, FLIP_FORMS, what="flip form")
@@ -116,6 +121,8 @@ class PDBDefense(Defense):
         self.secret_seed = int(secret_seed)
         self.device = device
         self._hash_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.deterministic = bool(deterministic_flips) or flip_form != "onehot_random"
+        self._call_generator = torch.Generator().manual_seed(self.secret_seed + 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The network's ``(N, K+1)`` logits."""
@@ -146,6 +153,9 @@ class PDBDefense(Defense):
     def _answer(self, x: torch.Tensor) -> Answer:
         logits = self.logits(x)
         weights, affine = self.hash_parameters(x[0].numel())
+        if not self.deterministic:
+            # A fresh key per call: the same input gets another wrong class next time.
+            affine = torch.randint(1, HASH_PRIME, (2,), generator=self._call_generator, dtype=torch.int64)
         probs, flipped = defended_probs(logits, x, self.num_classes, self.threshold, self.flip_form,
                                         weights.to(x.device), affine.to(x.device))
         return Answer(probs=probs, labels=probs.argmax(dim=1), flipped=flipped)
@@ -154,4 +164,5 @@ class PDBDefense(Defense):
         return self.logits(x)[:, : self.num_classes].argmax(dim=1)
 
     def config(self) -> dict:
-        return {"name": self.name, "threshold": self.threshold, "flip_form": self.flip_form}
+        return {"name": self.name, "threshold": self.threshold, "flip_form": self.flip_form,
+                "deterministic_flips": self.deterministic}
