@@ -161,3 +161,10 @@ def test_onnx_export_matches_defense(tmp_path, flip_form):
     expected = defense.answer(x)
     assert expected.flipped.any()
     assert torch.allclose(torch.from_numpy(probs), expected.probs, atol=1e-6, rtol=0)
+
+
+def test_export_rejects_unkeyed_flips(tmp_path):
+    defense, _ = _defense("script", "onehot_random")
+    defense.deterministic = False
+    with pytest.raises(InputError, match="deterministic"):
+        export_torchscript(defense, tmp_path / "pdb.pt")

@@ -169,6 +169,8 @@ def build_deployed_module(defense: PDBDefense, network_export: str = "auto",
     if not isinstance(defense, PDBDefense):
         raise InputError(f"expected a PDBDefense, got {type(defense).__name__}; "
                          "build one with pdblib.core.PDBDefense(model, num_classes, ...)")
+    if not defense.deterministic:
+        raise InputError("only deterministic PDB defenses export; build the defense with deterministic_flips=True")
     if network_export not in ("auto",) + NETWORK_EXPORT_METHODS:
         raise InputError(f"unknown network_export {network_export!r}; choose 'auto', 'script' or 'trace'")
     if check_batch is None:
