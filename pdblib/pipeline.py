@@ -111,10 +111,13 @@ def run_chain(profile: str = "quick", *, run_id: str | None = None, reports_dir:
     params_path = run.path / "params.json"
     if params_path.exists():
         previous = json.loads(params_path.read_text(encoding="utf-8"))
-        if previous.get("steps") != json.loads(json.dumps(params)):
+        resolved = json.loads(json.dumps(params))
+        changed = sorted(step for step, values in previous.get("steps", {}).items()
+                         if step in resolved and resolved[step] != values)
+        if changed or previous.get("profile") != profile:
             raise InputError(
-                f"run folder {run.path} was made with other parameters (profile {previous.get('profile')!r}); "
-                "choose a new --run-id or repeat the original profile and --set values"
+                f"run folder {run.path} was made with other parameters (profile {previous.get('profile')!r}, "
+                f"differing steps {changed}); choose a new --run-id or repeat the original profile and --set values"
             )
         if not resume:
             raise InputError(f"run folder {run.path} already exists; pass --resume to continue it or pick a new --run-id")

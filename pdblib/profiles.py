@@ -18,7 +18,8 @@ import copy
 
 from pdblib.utils import InputError, check_choice
 
-STEPS = ("01_data", "02_victim", "03_pdb", "04_attack", "05_baselines", "06_attack_suite", "07_report")
+STEPS = ("01_data", "02_victim", "03_pdb", "04_attack", "05_baselines", "06_attack_suite", "07_ablations",
+         "08_report")
 
 _QUICK = {
     "common": {"seed": 0, "device": "cpu", "progress": True},
@@ -50,7 +51,10 @@ _QUICK = {
                                              for s in ("random", "uncertainty", "kcenter", "dfal")},
                                           "dfme": {"generator_width": 16}, "maze": {"generator_width": 16}},
                         "clone_model": "small_cnn_narrow", "clone_epochs": 10, "clone_lr": 1e-3},
-    "07_report": {},
+    "07_ablations": {"variants": ["full", "penalty_only", "transition_only", "strategy_margin", "strategy_mixup"],
+                     "train_size": 10000, "budget": 5000, "pool": "fashion_mnist", "boundary_samples": 200,
+                     "clone_model": "small_cnn_narrow", "clone_epochs": 10},
+    "08_report": {},
 }
 
 _SMOKE = copy.deepcopy(_QUICK)
@@ -62,6 +66,7 @@ _SMOKE["03_pdb"].update({"epochs": 1, "max_acc_drop": 0.2, "max_test_flip_rate":
 _SMOKE["04_attack"].update({"budgets": [200, 800], "clone_epochs": 2, "flip_form_budgets": [400]})
 _SMOKE["05_baselines"].update({"am_epochs": 1, "am_outliers": 500, "latency_repeats": 3, "knockoff_budgets": [300],
                                "jbda_budgets": [300], "clone_epochs": 2})
+_SMOKE["07_ablations"].update({"train_size": 500, "budget": 200, "boundary_samples": 30, "clone_epochs": 1})
 _SMOKE["06_attack_suite"].update({
     "budgets": [150, 300], "clone_epochs": 2,
     "attack_kwargs": {**_SMOKE["06_attack_suite"]["attack_kwargs"], "jbda": {"seed_size": 50},

@@ -160,7 +160,10 @@ def write_index(run: RunDir, *, steps: list[str], wall_seconds: float | None = N
     params = json.loads((run.path / "params.json").read_text(encoding="utf-8"))
     env = json.loads((run.path / "environment.json").read_text(encoding="utf-8"))
     parts = [f"<h1>PDB model-stealing study: run <code>{html.escape(run.path.name)}</code></h1>",
-             f"<p>Profile <b>{html.escape(params['profile'])}</b>, commit <code>{html.escape(env['git_commit'])}</code>, "
+             f"<p>Profile <b>{html.escape(params['profile'])}</b>, commit <code>{html.escape(env['git_commit'])}</code>"
+             + "".join(f" (earlier steps: commit <code>{html.escape(p['git_commit'])}</code>)"
+                       for p in env.get("previous", []) if p.get("git_commit") != env["git_commit"])
+             + ", "
              f"torch {html.escape(str(env['packages'].get('torch')))}, {env['torch_threads']} torch threads, "
              f"CUDA available: {env['cuda_available']}."
              + (f" Chain wall time {wall_seconds / 60:.1f} min." if wall_seconds is not None else "") + "</p>"]
@@ -286,12 +289,38 @@ def build_summary(run: RunDir) -> dict:
     suite_table = _suite_summary(run)
     if suite_table is not None:
         parts += ["<h2>Attack suite against the undefended victim and PDB</h2>", _table_html(suite_table)]
+    ablation_table = _ablation_summary(run)
+    if ablation_table is not None:
+        parts += ["<h2>Ablations of PDB</h2>",
+                  "<p class=\"note\">Every variant retrains from the same victim on the same subset of the training "
+                  "split and is calibrated to the same target flip rate; clone accuracy under Knockoff (random).</p>",
+                  _table_html(ablation_table)]
+    averaging_path = run.path / "artifacts" / "attack" / "ablation_averaging.csv"
+    if averaging_path.exists():
+        averaging = pd.read_csv(averaging_path).set_index("defense")[
+            ["budget", "clone_acc", "fidelity_deployed", "flip_fraction"]]
+        averaging.index = [{"pdb": "PDB, keyed flips (same wrong class per input)",
+                            "pdb_unkeyed": "PDB, new flip key per call"}.get(n, n) for n in averaging.index]
+        parts += ["<h2>Averaging attack: keyed versus unkeyed flips</h2>", _table_html(averaging)]
     if flip_table is not None:
         parts += ["<h2>Flipped-answer forms (Fashion-MNIST pool, soft labels)</h2>",
                   _table_html(flip_table.set_index("defense"))]
     atomic_write_text(run.path / "artifacts" / "report" / "summary.html", "\n".join(parts))
     return {"utility": utility, "clone_acc": clone_acc, "fidelity": fidelity, "flip_fraction": flip_fraction,
-            "flip_forms": flip_table, "defenses": defenses_table, "attack_suite": suite_table, "findings": findings}
+            "flip_forms": flip_table, "defenses": defenses_table, "attack_suite": suite_table,
+            "ablations": ablation_table, "findings": findings}
+
+
+def _ablation_summary(run: RunDir) -> pd.DataFrame | None:
+    """Tabulate the PDB ablation variants: knobs, utility, boundary distance and clone accuracy."""
+    path = run.path / "artifacts" / "ablation" / "ablations.csv"
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path).set_index("variant")
+    columns = ["lambda_gp", "transition_ratio", "strategy", "defended_acc", "acc_drop", "flip_rate",
+               "median_boundary_distance", "clone_acc", "fidelity_deployed", "attack_flip_fraction",
+               "retrain_seconds"]
+    return frame[[c for c in columns if c in frame]]
 
 
 def _defense_summary(run: RunDir) -> pd.DataFrame | None:

@@ -116,8 +116,17 @@ def environment_record() -> dict:
 
 
 def write_environment(run: RunDir) -> Path:
-    """Write ``environment.json`` into the run folder."""
-    return atomic_write_json(run.path / "environment.json", environment_record())
+    """Write ``environment.json`` into the run folder, keeping earlier invocations' records.
+
+    A resumed run may execute later steps with another commit; ``environment.json`` describes
+    the latest invocation and lists the earlier ones under ``previous``.
+    """
+    path = run.path / "environment.json"
+    record = environment_record()
+    if path.exists():
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        record["previous"] = earlier.pop("previous", []) + [earlier]
+    return atomic_write_json(path, record)
 
 
 def load_params(run: RunDir) -> dict:

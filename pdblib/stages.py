@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 BASELINE_NAMES = ("label_only", "rounding", "gaussian_noise", "reverse_sigmoid", "mad", "adaptive_misinformation",
                   "bdpl")
-DEFENSE_NAMES = ("undefended", "ce_finetuned", "pdb") + tuple(f"pdb_{form}" for form in FLIP_FORMS) + BASELINE_NAMES
+DEFENSE_NAMES = (("undefended", "ce_finetuned", "pdb", "pdb_unkeyed") + tuple(f"pdb_{form}" for form in FLIP_FORMS)
+                 + BASELINE_NAMES)
 POOL_NAMES = ("mnist", "fashion_mnist")
 OUTPUT_NAMES = ("probs", "labels")
 
@@ -174,7 +175,8 @@ def load_defense(run: RunDir, name: str, *, device: str = "cpu", knobs: dict | N
     """Build a named defense from the run's checkpoints.
 
     Names: ``undefended``, ``ce_finetuned`` (the CE-fine-tuned victim, undefended), ``pdb``
-    (the calibrated flip form), ``pdb_<form>`` for each flip form with the same threshold, and
+    (the calibrated flip form), ``pdb_unkeyed`` (the same, with a new flip key on every call),
+    ``pdb_<form>`` for each flip form with the same threshold, and
     the baselines of :data:`BASELINE_NAMES` with the knobs recorded by :func:`stage_baselines`.
     ``knobs`` overrides constructor arguments (a baseline's strength, or PDB's ``threshold``
     and ``flip_form``); sweeps use it.
@@ -190,8 +192,9 @@ def load_defense(run: RunDir, name: str, *, device: str = "cpu", knobs: dict | N
         return Undefended(_load_model(run.artifact("pdb", "ce_finetuned.pt")), _num_classes(run), device=device)
     state = load_checkpoint(run.artifact("pdb", "pdb.pt"))
     model = _load_model(run.artifact("pdb", "pdb.pt"))
-    form = state["flip_form"] if name == "pdb" else name[len("pdb_"):]
-    settings = {"threshold": float(state["threshold"]), "flip_form": form, "secret_seed": int(state["secret_seed"])}
+    form = state["flip_form"] if name in ("pdb", "pdb_unkeyed") else name[len("pdb_"):]
+    settings = {"threshold": float(state["threshold"]), "flip_form": form, "secret_seed": int(state["secret_seed"]),
+                "deterministic_flips": name != "pdb_unkeyed"}
     settings.update(knobs or {})
     defense = PDBDefense(model, int(state["num_classes"]), device=device, **settings)
     defense.name = name
