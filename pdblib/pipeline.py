@@ -70,7 +70,8 @@ def execute_step(run: RunDir, step: str, parameters: dict, *, kernel_name: str =
     logger.info("step %s: executing %s", step, source.name)
     try:
         pm.execute_notebook(str(source), str(output), parameters={"run_dir": str(run.path), **parameters},
-                            kernel_name=kernel_name, progress_bar=progress, cwd=str(NOTEBOOK_DIR))
+                            kernel_name=kernel_name, progress_bar=progress, log_output=progress,
+                            cwd=str(NOTEBOOK_DIR))
     except pm.PapermillExecutionError as exc:
         render_html(output, html)
         raise StepFailedError(
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.PARAM=VALUE",
                         help="override one parameter; VALUE is parsed as JSON when it can be (repeatable)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name for papermill")
-    parser.add_argument("--quiet", action="store_true", help="hide papermill's per-cell progress bar")
+    parser.add_argument("--quiet", action="store_true",
+                        help="hide papermill's per-cell progress bar and the notebooks' logs and progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
