@@ -49,12 +49,20 @@ def _atomic_replace(path: Path, write) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates the file as 0600; give it the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

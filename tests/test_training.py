@@ -73,3 +73,17 @@ def test_mismatched_lengths_rejected(blobs):
     x, y, _, _ = blobs
     with pytest.raises(InputError, match="must match"):
         train_model(make_mlp(), x, y[:-1], TrainConfig(epochs=1), progress=False)
+
+
+def test_atomic_writes_use_default_permissions(tmp_path):
+    import os
+    import stat
+
+    from pdblib.utils import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "page.html", "<html></html>")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
