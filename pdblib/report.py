@@ -372,7 +372,8 @@ def plot_boundary_distance(frame: pd.DataFrame):
 
 def plot_tradeoff_points(table: pd.DataFrame, results: pd.DataFrame):
     """Plot clone accuracy against defended test accuracy: a point per defense, a panel per attack setting."""
-    merged = results.merge(table[["defense", "defended_acc"]], on="defense")
+    merged = results.drop(columns=["defended_acc"], errors="ignore").merge(table[["defense", "defended_acc"]],
+                                                                          on="defense")
     merged["setting"] = merged["attack"] + ", " + merged["pool"] + ", " + merged["budget"].astype(str) + " queries"
     merged["defense"] = merged["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
     grid = sns.relplot(data=merged, x="defended_acc", y="clone_acc", hue="defense", style="defense",

@@ -91,6 +91,13 @@ def stage_baselines(run: RunDir, bundle: DataBundle, *, knobs: dict[str, dict] |
     if unknown:
         raise InputError(f"unknown baselines {sorted(unknown)}; choose from {sorted(DEFAULT_BASELINE_KNOBS)}")
     victim, k, model_name = _victim_and_classes(run)
+    settings = {"knobs": knobs, "am_epochs": am_epochs, "am_outliers": am_outliers, "seed": seed}
+    config_path = run.path / "artifacts" / "baselines" / "config.json"
+    if config_path.exists() and run.artifact("baselines", "am_misinformation.pt").exists():
+        previous = run.read_json("baselines", "config.json")
+        if all(previous.get(key) == value for key, value in settings.items()):
+            logger.info("baselines already fitted with these settings in %s; reusing them", config_path.parent)
+            return {key: value for key, value in previous.items() if key.endswith("_seconds")}
     generator = make_generator(seed)
     timings = {}
 
@@ -109,7 +116,7 @@ def stage_baselines(run: RunDir, bundle: DataBundle, *, knobs: dict[str, dict] |
     save_checkpoint(run.artifact("baselines", "am_misinformation.pt"),
                     {"model": model_name, "state_dict": misinformation.state_dict(), "num_classes": k})
     run.write_json("baselines", "config.json", {
-        "knobs": knobs, "am_epochs": am_epochs, "am_outliers": am_outliers,
+        **settings,
         "am_outlier_set": "patch-shuffled copies of the victim's own training images (7x7 patches)",
         **timings})
     return timings
