@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from pdblib.profiles import PROFILES, STEPS, resolve_profile
+from pdblib.profiles import PROFILES, STEP_MARKERS, STEPS, resolve_profile
 from pdblib.runs import REPO_ROOT, RunDir, write_environment
 from pdblib.utils import InputError, atomic_write_json, atomic_write_text, check_choice
 
@@ -128,7 +128,7 @@ def run_chain(profile: str = "quick", *, run_id: str | None = None, reports_dir:
 
     start = time.perf_counter()
     for step in steps:
-        if resume and run.is_done(step) and (run.path / "html" / f"{step}.html").exists():
+        if resume and run.is_done(STEP_MARKERS[step]) and (run.path / "html" / f"{step}.html").exists():
             logger.info("step %s already finished in %s; skipping", step, run.path)
             continue
         execute_step(run, step, params[step], kernel_name=kernel_name, progress=progress)

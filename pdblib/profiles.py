@@ -18,6 +18,10 @@ import copy
 
 from pdblib.utils import InputError, check_choice
 
+# Each notebook writes artifacts/<marker>/done.json as its last act; a resumed run skips those steps.
+STEP_MARKERS = {"01_data": "data", "02_victim": "victim", "03_pdb": "pdb", "04_attack": "attack",
+                "05_baselines": "baselines", "06_attack_suite": "attack_suite", "07_ablations": "ablation",
+                "08_report": "report"}
 STEPS = ("01_data", "02_victim", "03_pdb", "04_attack", "05_baselines", "06_attack_suite", "07_ablations",
          "08_report")
 

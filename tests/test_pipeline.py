@@ -92,8 +92,11 @@ def test_smoke_chain_end_to_end(smoke_run):
 
     # A resumed run skips every finished step and leaves the results alone.
     stamp = (run / "artifacts" / "attack" / "results.csv").stat().st_mtime_ns
+    executed = {step: (run / "notebooks" / f"{step}.ipynb").stat().st_mtime_ns for step in STEPS}
     run_chain("smoke", run_id="smoke-test", reports_dir=tmp_path, resume=True, progress=False)
     assert (run / "artifacts" / "attack" / "results.csv").stat().st_mtime_ns == stamp
+    for step in STEPS:
+        assert (run / "notebooks" / f"{step}.ipynb").stat().st_mtime_ns == executed[step], f"{step} re-ran"
 
     # The same folder without --resume is rejected instead of overwritten.
     with pytest.raises(InputError, match="already exists"):
@@ -147,3 +150,12 @@ def test_expand_grid_and_cell_ids():
 def test_expand_grid_rejects_empty_axis():
     with pytest.raises(InputError, match="non-empty list"):
         expand_grid({}, {"seed": []})
+
+
+def test_every_step_has_a_done_marker():
+    from pdblib.profiles import STEP_MARKERS
+
+    assert set(STEP_MARKERS) == set(STEPS)
+    for step, marker in STEP_MARKERS.items():
+        notebook = nbformat.read(NOTEBOOK_DIR / f"{step}.ipynb", as_version=4)
+        assert f'run.mark_done("{marker}"' in notebook.cells[-1].source
