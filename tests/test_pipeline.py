@@ -159,3 +159,12 @@ def test_every_step_has_a_done_marker():
     for step, marker in STEP_MARKERS.items():
         notebook = nbformat.read(NOTEBOOK_DIR / f"{step}.ipynb", as_version=4)
         assert f'run.mark_done("{marker}"' in notebook.cells[-1].source
+
+
+def test_committed_notebooks_match_generator(tmp_path):
+    tool = NOTEBOOK_DIR.parent / "tools" / "make_notebooks.py"
+    subprocess.run([sys.executable, str(tool), str(tmp_path)], check=True, timeout=120)
+    for step in STEPS:
+        generated = (tmp_path / f"{step}.ipynb").read_text(encoding="utf-8")
+        committed = (NOTEBOOK_DIR / f"{step}.ipynb").read_text(encoding="utf-8")
+        assert generated == committed, f"notebooks/{step}.ipynb differs from tools/make_notebooks.py; rerun it"
