@@ -118,7 +118,7 @@ class Undefended(Defense):
         return predict_logits(self.model, x, device=self.device).argmax(dim=1)
 
 
-class LabelOnly(Defense):
+class LabelOnly(Undefended):
     """Top-1 label only: the answer is a one-hot vector on the victim's top-1 class.
 
     The passive baseline of a label-only API; label-only attacks (and the hard-label oracle
@@ -128,16 +128,7 @@ class LabelOnly(Defense):
     name = "label_only"
     keeps_top1 = True
 
-    def __init__(self, model: nn.Module, num_classes: int, input_shape=(1, 28, 28),
-                 device: str | torch.device = "cpu"):
-        super().__init__(num_classes, input_shape)
-        self.model = model.eval()
-        self.device = device
-
     def _answer(self, x: torch.Tensor) -> Answer:
         labels = predict_logits(self.model, x, device=self.device).argmax(dim=1)
         probs = torch.nn.functional.one_hot(labels, self.num_classes).float()
         return Answer(probs=probs, labels=labels, flipped=torch.zeros(len(x), dtype=torch.bool))
-
-    def reference_labels(self, x: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.model, x, device=self.device).argmax(dim=1)
