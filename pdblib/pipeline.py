@@ -96,8 +96,8 @@ def run_chain(profile: str = "quick", *, run_id: str | None = None, reports_dir:
     overrides : dict, optional
         ``{"step.param": value}`` changes to the profile.
     resume : bool
-        Skip steps that already finished in this run folder. The resolved parameters must
-        equal the ones recorded in the folder, so a resumed run cannot mix settings.
+        Skip steps that already finished in this run folder. The parameters of every finished
+        step must equal the ones recorded in the folder, so a resumed run cannot mix settings.
     steps : list of str, optional
         Subset of steps to execute, in chain order.
     """
@@ -113,8 +113,10 @@ def run_chain(profile: str = "quick", *, run_id: str | None = None, reports_dir:
     if params_path.exists():
         previous = json.loads(params_path.read_text(encoding="utf-8"))
         resolved = json.loads(json.dumps(params))
+        # Only finished steps must keep their parameters; an unfinished one may be re-run with new ones.
         changed = sorted(step for step, values in previous.get("steps", {}).items()
-                         if step in resolved and resolved[step] != values)
+                         if step in resolved and resolved[step] != values
+                         and run.is_done(STEP_MARKERS.get(step, step)))
         if changed or previous.get("profile") != profile:
             raise InputError(
                 f"run folder {run.path} was made with other parameters (profile {previous.get('profile')!r}, "

@@ -25,6 +25,9 @@ STEP_MARKERS = {"01_data": "data", "02_victim": "victim", "03_pdb": "pdb", "04_a
 STEPS = ("01_data", "02_victim", "03_pdb", "04_attack", "05_baselines", "06_attack_suite", "07_ablations",
          "08_report")
 
+_SLOW_ATTACKS = ["activethief_random", "activethief_uncertainty", "activethief_kcenter", "activethief_dfal", "dfme",
+                 "maze"]
+
 _QUICK = {
     "common": {"seed": 0, "device": "cpu", "progress": True},
     "01_data": {"val_size": 5000, "attacker_pool_size": 10000, "victim_train_size": None,
@@ -45,11 +48,10 @@ _QUICK = {
                      "baseline_knobs": {}, "am_epochs": 2, "am_outliers": 10000, "latency_repeats": 30,
                      "pools": ["mnist", "fashion_mnist"], "knockoff_budgets": [5000], "jbda_budgets": [2400],
                      "clone_model": "small_cnn_narrow", "clone_epochs": 10, "clone_lr": 1e-3},
+    # ActiveThief, DFME and MAZE cost minutes each on 2 CPU cores; the full profile runs them.
     "06_attack_suite": {"attacks": ["knockoff_random", "knockoff_adaptive", "jbda", "jb_self", "jb_topk", "copycat",
-                                    "knockoff_hard", "averaging", "flip_aware", "activethief_random",
-                                    "activethief_uncertainty", "activethief_kcenter", "activethief_dfal", "dfme",
-                                    "maze"],
-                        "defenses": ["undefended", "pdb"], "pool": "fashion_mnist", "budgets": [2000, 5000],
+                                    "knockoff_hard", "averaging", "flip_aware"],
+                        "defenses": ["undefended", "pdb"], "pool": "fashion_mnist", "budgets": [5000],
                         "attack_kwargs": {**{f"activethief_{s}": {"rounds": 5, "max_candidates": 3000,
                                                                   "deepfool_steps": 10}
                                              for s in ("random", "uncertainty", "kcenter", "dfal")},
@@ -72,12 +74,14 @@ _SMOKE["05_baselines"].update({"am_epochs": 1, "am_outliers": 500, "latency_repe
                                "jbda_budgets": [300], "clone_epochs": 2})
 _SMOKE["07_ablations"].update({"train_size": 500, "budget": 200, "boundary_samples": 30, "clone_epochs": 1})
 _SMOKE["06_attack_suite"].update({
-    "budgets": [150, 300], "clone_epochs": 2,
+    "budgets": [150, 300], "clone_epochs": 2, "attacks": _QUICK["06_attack_suite"]["attacks"] + _SLOW_ATTACKS,
     "attack_kwargs": {**_SMOKE["06_attack_suite"]["attack_kwargs"], "jbda": {"seed_size": 50},
                       "jb_self": {"seed_size": 50}, "jb_topk": {"seed_size": 50},
                       "dfme": {"generator_width": 8, "batch_size": 32}, "maze": {"generator_width": 8, "batch_size": 16}}})
 
 _FULL = copy.deepcopy(_QUICK)
+_FULL["06_attack_suite"].update({"budgets": [2000, 5000, 10000],
+                                 "attacks": _QUICK["06_attack_suite"]["attacks"] + _SLOW_ATTACKS})
 _FULL["02_victim"].update({"epochs": 15})
 _FULL["03_pdb"].update({"epochs": 5})
 _FULL["04_attack"].update({"budgets": [1000, 2000, 5000, 10000, 20000], "clone_model": "small_cnn",
