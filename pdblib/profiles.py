@@ -27,6 +27,9 @@ STEPS = ("01_data", "02_victim", "03_pdb", "04_attack", "05_baselines", "06_atta
 
 _SLOW_ATTACKS = ["activethief_random", "activethief_uncertainty", "activethief_kcenter", "activethief_dfal", "dfme",
                  "maze"]
+_SLOW_ATTACK_KWARGS = {**{f"activethief_{selection}": {"rounds": 5, "max_candidates": 3000, "deepfool_steps": 10}
+                          for selection in ("random", "uncertainty", "kcenter", "dfal")},
+                       "dfme": {"generator_width": 16}, "maze": {"generator_width": 16}}
 
 _QUICK = {
     "common": {"seed": 0, "device": "cpu", "progress": True},
@@ -52,10 +55,7 @@ _QUICK = {
     "06_attack_suite": {"attacks": ["knockoff_random", "knockoff_adaptive", "jbda", "jb_self", "jb_topk", "copycat",
                                     "knockoff_hard", "averaging", "flip_aware"],
                         "defenses": ["undefended", "pdb"], "pool": "fashion_mnist", "budgets": [5000],
-                        "attack_kwargs": {**{f"activethief_{s}": {"rounds": 5, "max_candidates": 3000,
-                                                                  "deepfool_steps": 10}
-                                             for s in ("random", "uncertainty", "kcenter", "dfal")},
-                                          "dfme": {"generator_width": 16}, "maze": {"generator_width": 16}},
+                        "attack_kwargs": {},
                         "clone_model": "small_cnn_narrow", "clone_epochs": 10, "clone_lr": 1e-3},
     "07_ablations": {"variants": ["full", "penalty_only", "transition_only", "strategy_margin", "strategy_mixup"],
                      "train_size": 10000, "budget": 5000, "pool": "fashion_mnist", "boundary_samples": 200,
@@ -75,13 +75,14 @@ _SMOKE["05_baselines"].update({"am_epochs": 1, "am_outliers": 500, "latency_repe
 _SMOKE["07_ablations"].update({"train_size": 500, "budget": 200, "boundary_samples": 30, "clone_epochs": 1})
 _SMOKE["06_attack_suite"].update({
     "budgets": [150, 300], "clone_epochs": 2, "attacks": _QUICK["06_attack_suite"]["attacks"] + _SLOW_ATTACKS,
-    "attack_kwargs": {**_SMOKE["06_attack_suite"]["attack_kwargs"], "jbda": {"seed_size": 50},
+    "attack_kwargs": {**_SLOW_ATTACK_KWARGS, "jbda": {"seed_size": 50},
                       "jb_self": {"seed_size": 50}, "jb_topk": {"seed_size": 50},
                       "dfme": {"generator_width": 8, "batch_size": 32}, "maze": {"generator_width": 8, "batch_size": 16}}})
 
 _FULL = copy.deepcopy(_QUICK)
 _FULL["06_attack_suite"].update({"budgets": [2000, 5000, 10000],
-                                 "attacks": _QUICK["06_attack_suite"]["attacks"] + _SLOW_ATTACKS})
+                                 "attacks": _QUICK["06_attack_suite"]["attacks"] + _SLOW_ATTACKS,
+                                 "attack_kwargs": _SLOW_ATTACK_KWARGS})
 _FULL["02_victim"].update({"epochs": 15})
 _FULL["03_pdb"].update({"epochs": 5})
 _FULL["04_attack"].update({"budgets": [1000, 2000, 5000, 10000, 20000], "clone_model": "small_cnn",
