@@ -37,13 +37,13 @@ class RunDir:
         self.path = Path(path)
 
     def step(self, name: str) -> Path:
-        """The artifact folder of step ``name``, created if missing."""
+        """Return the artifact folder of step ``name``, creating it if missing."""
         folder = self.path / "artifacts" / name
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def artifact(self, step: str, filename: str) -> Path:
-        """Path of one artifact of a step."""
+        """Return the path of one artifact of a step."""
         return self.step(step) / filename
 
     def write_json(self, step: str, filename: str, obj) -> Path:
@@ -75,12 +75,12 @@ class RunDir:
         self.write_json(step, "done.json", record)
 
     def is_done(self, step: str) -> bool:
-        """Whether step ``name`` finished in this run folder."""
+        """Return whether step ``name`` finished in this run folder."""
         return (self.path / "artifacts" / step / "done.json").exists()
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
-    """The checked-out commit, with ``-dirty`` when the tree has changes; ``unknown`` outside git."""
+    """Return the checked-out commit, with ``-dirty`` when the tree has changes, or ``unknown`` outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 check=True).stdout.strip()

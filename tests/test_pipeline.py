@@ -87,7 +87,8 @@ def test_smoke_chain_end_to_end(smoke_run):
     assert env["packages"]["torch"]
     for page in (run / "html").glob("*.html"):
         text = page.read_text(encoding="utf-8")
-        assert "cdnjs" not in text and "cdn.jsdelivr" not in text
+        assert "cdnjs" not in text
+        assert "cdn.jsdelivr" not in text
         assert 'src="http' not in text
 
     # A resumed run skips every finished step and leaves the results alone.
@@ -105,7 +106,7 @@ def test_smoke_chain_end_to_end(smoke_run):
 
 @pytest.mark.slow
 def test_cli_runs_a_step_subset_and_fails_clearly(tmp_path):
-    # Step 02 alone in an empty folder fails in its validation cell, and the CLI says which step.
+    # Step 02 alone in an empty folder fails in its validation cell, and the CLI error names the step.
     completed = subprocess.run(
         [sys.executable, "-m", "pdblib.pipeline", "--profile", "smoke", "--reports-dir", str(tmp_path),
          "--run-id", "partial", "--steps", "02_victim", "--quiet"],

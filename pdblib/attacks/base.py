@@ -201,7 +201,7 @@ class Attack(ABC):
         self.progress = progress
 
     def new_clone(self, num_classes: int, seed_offset: int = 0) -> nn.Module:
-        """A freshly initialized clone, seeded by ``seed + seed_offset``."""
+        """Build a freshly initialized clone, seeded by ``seed + seed_offset``."""
         state = torch.random.get_rng_state()
         torch.manual_seed(self.seed + seed_offset)
         model = build_model(self.clone_model, num_classes)

@@ -125,11 +125,11 @@ class PDBDefense(Defense):
         self._call_generator = torch.Generator().manual_seed(self.secret_seed + 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's ``(N, K+1)`` logits."""
+        """Return the network's ``(N, K+1)`` logits."""
         return predict_logits(self.model, x, device=self.device)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Transition scores ``(N,)`` of a batch."""
+        """Return the transition scores ``(N,)`` of a batch."""
         return transition_scores(self.logits(x), self.num_classes)
 
     def calibrate(self, x_val: torch.Tensor, target_flip_rate: float = 0.01) -> float:

@@ -92,7 +92,7 @@ class Defense(ABC):
         """Top-1 over the K real classes of the deployed network, before any flip or perturbation."""
 
     def config(self) -> dict:
-        """Knob values, for the report."""
+        """Return the knob values, for the report."""
         return {"name": self.name}
 
 
