@@ -235,8 +235,9 @@ def build_summary(run: RunDir) -> dict:
     Returns
     -------
     dict
-        ``utility``, ``clone_acc``, ``fidelity``, ``flip_fraction`` and ``flip_forms`` data
-        frames (``flip_forms`` may be None), and ``findings``, a list of sentences.
+        ``utility``, ``clone_acc``, ``fidelity``, ``flip_fraction``, ``flip_forms``,
+        ``defenses``, ``attack_suite``, ``ablations`` and ``tradeoff`` data frames (each but the
+        first four None when its step has not run), and ``findings``, a list of sentences.
     """
     metrics = run.read_json("pdb", "metrics.json")
     results = run.read_csv("attack", "results.csv")
@@ -305,10 +306,27 @@ def build_summary(run: RunDir) -> dict:
     if flip_table is not None:
         parts += ["<h2>Flipped-answer forms (Fashion-MNIST pool, soft labels)</h2>",
                   _table_html(flip_table.set_index("defense"))]
+    tradeoff_table = _tradeoff_summary(run)
+    if tradeoff_table is not None:
+        parts += ["<h2>Trade-off: each defense's strength swept</h2>",
+                  "<p class=\"note\">Mean over attack seeds (<code>seeds</code> column) with one standard deviation; "
+                  "<code>default</code> is the chain's own setting. The figure <i>08 tradeoff</i> plots these "
+                  "points.</p>", _table_html(tradeoff_table)]
     atomic_write_text(run.path / "artifacts" / "report" / "summary.html", "\n".join(parts))
     return {"utility": utility, "clone_acc": clone_acc, "fidelity": fidelity, "flip_fraction": flip_fraction,
             "flip_forms": flip_table, "defenses": defenses_table, "attack_suite": suite_table,
-            "ablations": ablation_table, "findings": findings}
+            "ablations": ablation_table, "tradeoff": tradeoff_table, "findings": findings}
+
+
+def _tradeoff_summary(run: RunDir) -> pd.DataFrame | None:
+    """Tabulate the strength sweep: defended and clone accuracy per defense setting and attack setting."""
+    path = run.path / "artifacts" / "tradeoff" / "tradeoff.csv"
+    if not path.exists():
+        return None
+    table = pd.read_csv(path)
+    table["defense"] = table["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
+    columns = ["defended_acc", "clone_acc", "clone_acc_sd", "fidelity_deployed", "seeds"]
+    return table.set_index(["defense", "strength", "attack", "pool", "output", "budget"])[columns].sort_index()
 
 
 def _ablation_summary(run: RunDir) -> pd.DataFrame | None:
@@ -400,22 +418,117 @@ def plot_attack_suite(suite: pd.DataFrame):
     return grid.figure
 
 
+TRADEOFF_KEYS = ["defense", "defense_knobs", "attack", "pool", "output", "budget"]
+
+
+def strength_label(defense: str, knobs: str) -> str:
+    """Short label of a defense setting, e.g. ``"epsilon=0.1"``, or ``"default"`` for ``"{}"``."""
+    values = json.loads(knobs) if isinstance(knobs, str) and knobs else {}
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "default"
+
+
+def aggregate_over_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of defended and clone accuracy per setting.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Attack result rows (columns of :data:`pdblib.stages.RESULT_COLUMNS`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per :data:`TRADEOFF_KEYS` combination with ``defended_acc``, ``clone_acc`` and
+        ``fidelity_deployed`` means, their ``*_sd`` (0 for a single seed) and ``seeds``.
+    """
+    frame = rows.copy()
+    frame["defense_knobs"] = frame["defense_knobs"].fillna("{}").astype(str)
+    if "seed" not in frame:
+        frame["seed"] = 0
+    grouped = frame.groupby(TRADEOFF_KEYS, dropna=False)
+    means = grouped[["defended_acc", "clone_acc", "fidelity_deployed"]].mean()
+    spread = grouped[["defended_acc", "clone_acc", "fidelity_deployed"]].std(ddof=1).fillna(0.0)
+    out = means.join(spread.add_suffix("_sd")).join(grouped["seed"].nunique().rename("seeds")).reset_index()
+    out["strength"] = [strength_label(d, k) for d, k in zip(out["defense"], out["defense_knobs"])]
+    return out
+
+
 def plot_tradeoff_curves(results: pd.DataFrame):
     """Plot clone accuracy against defended accuracy as each defense's strength is swept.
 
-    ``results`` contains sweep rows with ``defense``, ``defense_knobs`` (JSON), ``defended_acc``,
-    ``clone_acc``, ``attack``, ``pool`` and ``budget``; one line per defense, one panel per
-    attack setting, points ordered by defended accuracy.
+    ``results`` holds attack rows (a sweep's, plus the chain's default-strength rows) with
+    ``defense``, ``defense_knobs`` (JSON), ``defended_acc``, ``clone_acc``, ``attack``,
+    ``pool``, ``output``, ``budget`` and ``seed``. One line per defense through its strengths,
+    ordered by defended accuracy, one panel per attack setting; error bars are one standard
+    deviation over seeds where there are several.
     """
+    table = aggregate_over_seeds(results)
+    table["setting"] = (table["attack"] + ", " + table["pool"] + ", " + table["output"] + ", "
+                        + table["budget"].astype(int).map("{:,}".format) + " queries")
+    settings = sorted(table["setting"].unique())
+    columns = min(2, len(settings))
+    rows_n = -(-len(settings) // columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(6.4 * columns, 4.8 * rows_n), squeeze=False)
+    palette = dict(zip(sorted(table["defense"].unique()), sns.color_palette("tab10", table["defense"].nunique())))
+    for ax, setting in zip(axes.flat, settings):
+        panel = table[table["setting"] == setting]
+        for defense, group in panel.groupby("defense"):
+            group = group.sort_values("defended_acc")
+            ax.errorbar(group["defended_acc"] * 100, group["clone_acc"] * 100, xerr=group["defended_acc_sd"] * 100,
+                        yerr=group["clone_acc_sd"] * 100, marker="o", capsize=3, color=palette[defense],
+                        label=DEFENSE_LABELS.get(defense, defense))
+            for _, row in group.iterrows():
+                if row["strength"] != "default" or len(group) > 1:
+                    ax.annotate(row["strength"], (row["defended_acc"] * 100, row["clone_acc"] * 100), fontsize=7,
+                                xytext=(3, 3), textcoords="offset points", color=palette[defense])
+        ax.set(xlabel="defended test accuracy (%)", ylabel="clone test accuracy (%)", title=setting)
+        ax.legend(fontsize=8, loc="best")
+    for ax in list(axes.flat)[len(settings):]:
+        ax.set_visible(False)
+    fig.suptitle("Security-utility trade-off: lower clone accuracy at higher defended accuracy is better")
+    fig.tight_layout()
+    return fig
+
+
+def plot_budget_curves(results: pd.DataFrame):
+    """Plot clone accuracy against query budget per defense, mean and one standard deviation over seeds."""
     frame = results.copy()
-    frame["defense"] = frame["defense"].map(lambda name: DEFENSE_LABELS.get(name, name))
-    frame["setting"] = frame["attack"] + ", " + frame["pool"] + ", " + frame["budget"].astype(str) + " queries"
-    frame = frame.sort_values("defended_acc")
-    grid = sns.relplot(data=frame, x="defended_acc", y="clone_acc", hue="defense", style="defense", kind="line",
-                       markers=True, dashes=False, col="setting", col_wrap=2, height=3.8, aspect=1.2, sort=False)
-    grid.set_axis_labels("defended test accuracy", "clone test accuracy")
+    frame["defense"] = [DEFENSE_LABELS.get(d, d) + ("" if strength_label(d, k) == "default"
+                                                    else f" ({strength_label(d, k)})")
+                        for d, k in zip(frame["defense"], frame["defense_knobs"].fillna("{}").astype(str))]
+    frame["setting"] = frame["attack"] + ", " + frame["pool"] + ", " + frame["output"]
+    frame["clone accuracy (%)"] = frame["clone_acc"] * 100
+    grid = sns.relplot(data=frame, x="budget", y="clone accuracy (%)", hue="defense", col="setting", col_wrap=2,
+                       kind="line", marker="o", errorbar="sd", height=3.8, aspect=1.3)
+    grid.set_axis_labels("query budget", "clone test accuracy (%)")
     grid.set_titles("{col_name}")
     return grid.figure
+
+
+def plot_pdb_knob_curves(ablations: pd.DataFrame, *, base_lambda: float, base_ratio: float):
+    """Plot PDB's own trade-off as ``lambda_gp`` and the transition ratio move (retrained variants).
+
+    ``ablations`` holds the rows of ``artifacts/ablation/ablations.csv``; a curve collects the
+    variants that share the run's synthesis strategy and the other knob's base value.
+    """
+    frame = ablations.copy()
+    base_strategy = frame.loc[frame["variant"] == "full", "strategy"]
+    if len(base_strategy):
+        frame = frame[frame["strategy"] == base_strategy.iloc[0]]
+    curves = {"lambda_gp": frame[frame["transition_ratio"] == base_ratio],
+              "transition_ratio": frame[frame["lambda_gp"] == base_lambda]}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (knob, group) in zip(axes, curves.items()):
+        group = group.drop_duplicates(knob).sort_values(knob)
+        ax.plot(group["defended_acc"] * 100, group["clone_acc"] * 100, marker="o")
+        for _, row in group.iterrows():
+            ax.annotate(f"{knob}={row[knob]:g}", (row["defended_acc"] * 100, row["clone_acc"] * 100), fontsize=8,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set(xlabel="defended test accuracy (%)", ylabel="Knockoff clone test accuracy (%)",
+               title=f"PDB retrained with {knob} varied")
+    fig.suptitle("PDB's knobs (variants retrained on a subset of the training split; see 07_ablations)")
+    fig.tight_layout()
+    return fig
 
 
 def _inline_markdown(text: str) -> str:

@@ -179,7 +179,9 @@ def load_defense(run: RunDir, name: str, *, device: str = "cpu", knobs: dict | N
     ``pdb_<form>`` for each flip form with the same threshold, and
     the baselines of :data:`BASELINE_NAMES` with the knobs recorded by :func:`stage_baselines`.
     ``knobs`` overrides constructor arguments (a baseline's strength, or PDB's ``threshold``
-    and ``flip_form``); sweeps use it.
+    and ``flip_form``); sweeps use it. For PDB, the knob ``target_flip_rate`` recalibrates the
+    threshold on the run's validation split to that benign flip rate instead, which is how a
+    sweep varies PDB's strength without knowing the score scale.
     """
     check_choice(name, DEFENSE_NAMES, what="defense")
     if name in BASELINE_NAMES:
@@ -195,8 +197,14 @@ def load_defense(run: RunDir, name: str, *, device: str = "cpu", knobs: dict | N
     form = state["flip_form"] if name in ("pdb", "pdb_unkeyed") else name[len("pdb_"):]
     settings = {"threshold": float(state["threshold"]), "flip_form": form, "secret_seed": int(state["secret_seed"]),
                 "deterministic_flips": name != "pdb_unkeyed"}
-    settings.update(knobs or {})
+    knobs = dict(knobs or {})
+    target_flip_rate = knobs.pop("target_flip_rate", None)
+    if target_flip_rate is not None and "threshold" in knobs:
+        raise InputError("give PDB either 'threshold' or 'target_flip_rate' in the knobs, not both")
+    settings.update(knobs)
     defense = PDBDefense(model, int(state["num_classes"]), device=device, **settings)
+    if target_flip_rate is not None:
+        defense.calibrate(load_run_data(run).x_val, float(target_flip_rate))
     defense.name = name
     return defense
 

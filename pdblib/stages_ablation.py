@@ -13,6 +13,8 @@ to the boundary) and under Knockoff at one budget. Variants:
     ``lambda_gp = 0``: transition class and flips without the penalty.
 ``strategy_<name>``
     The transition samples of another synthesis strategy.
+``lambda_gp=<value>``, ``transition_ratio=<value>``
+    One knob set to a value, for PDB's trade-off curves (for example ``lambda_gp=1.0``).
 
 To keep the step affordable on a CPU, every variant (``full`` included, so the comparison is
 fair) retrains on the first ``train_size`` images of the victim's training split.
@@ -53,6 +55,35 @@ def ablation_variants(config: PDBConfig) -> dict[str, PDBConfig]:
     return variants
 
 
+SWEEPABLE_KNOBS = ("lambda_gp", "transition_ratio")
+
+
+def resolve_variant(name: str, config: PDBConfig) -> PDBConfig:
+    """Return the configuration of ablation variant ``name`` (see the module docstring).
+
+    Raises
+    ------
+    InputError
+        On an unknown name, an unknown knob, or a value that is not a non-negative number.
+    """
+    named = ablation_variants(config)
+    if name in named:
+        return named[name]
+    knob, sep, text = name.partition("=")
+    if not sep:
+        raise InputError(f"unknown ablation variant {name!r}; choose from {sorted(named)} "
+                         f"or '<knob>=<value>' with a knob in {list(SWEEPABLE_KNOBS)}")
+    if knob not in SWEEPABLE_KNOBS:
+        raise InputError(f"ablation variant {name!r} sets {knob!r}; only {list(SWEEPABLE_KNOBS)} can be set")
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"ablation variant {name!r}: {text!r} is not a number") from None
+    if not value >= 0.0:
+        raise InputError(f"ablation variant {name!r}: the value must be >= 0")
+    return replace(config, **{knob: value})
+
+
 def stage_ablations(run: RunDir, bundle: DataBundle, *, variants: list[str] | None = None, train_size: int = 10000,
                     target_flip_rate: float = 0.01, budget: int = 5000, pool: str = "fashion_mnist",
                     boundary_samples: int = 200, clone_model: str = "small_cnn_narrow", clone_epochs: int = 10,
@@ -65,11 +96,8 @@ def stage_ablations(run: RunDir, bundle: DataBundle, *, variants: list[str] | No
 
     metrics = run.read_json("pdb", "metrics.json")
     base = PDBConfig(**{k: v for k, v in metrics["config"].items()})
-    available = ablation_variants(base)
-    names = variants or list(available)
-    unknown = set(names) - set(available)
-    if unknown:
-        raise InputError(f"unknown ablation variants {sorted(unknown)}; choose from {sorted(available)}")
+    names = variants or list(ablation_variants(base))
+    configs = {name: resolve_variant(name, base) for name in names}
     if pool not in bundle.pools:
         raise InputError(f"unknown pool {pool!r}; choose from {sorted(bundle.pools)}")
     path = run.artifact("ablation", "ablations.csv")
@@ -82,7 +110,7 @@ def stage_ablations(run: RunDir, bundle: DataBundle, *, variants: list[str] | No
         if len(done) and name in set(done["variant"]):
             logger.info("ablation %s already measured; skipping", name)
             continue
-        config = available[name]
+        config = configs[name]
         start = time.perf_counter()
         model, _, _ = pdb_retrain(victim, x_train, y_train, config, num_classes=k, device=device, progress=progress)
         retrain_seconds = time.perf_counter() - start

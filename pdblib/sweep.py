@@ -52,6 +52,39 @@ def expand_grid(base: dict, axes: dict[str, list]) -> list[dict]:
     return [{**base, **dict(zip(names, combo))} for combo in itertools.product(*(axes[n] for n in names))]
 
 
+def strength_cells(strengths: dict[str, dict[str, list]], *, attacks: list[str], pools: list[str],
+                   outputs: list[str], budgets: list[int], seeds: list[int], **base) -> list[dict]:
+    """Return the cells of a defense-strength sweep: each knob value x attack x pool x output x seed.
+
+    Parameters
+    ----------
+    strengths : dict
+        ``{defense: {knob: [values]}}``, for example ``{"mad": {"epsilon": [0.1, 1.0]}}`` or
+        ``{"pdb": {"target_flip_rate": [0.05, 0.2]}}``; several knobs of one defense form
+        their Cartesian product.
+    attacks, pools, outputs : list of str
+        One cell per combination.
+    budgets : list of int
+        Every cell trains one clone per budget from a single query run.
+    seeds : list of int
+        The attack seeds; the spread over them is the error bar of the trade-off curves.
+    **base
+        Further attack-notebook parameters shared by every cell (``clone_epochs`` and so on).
+
+    Raises
+    ------
+    InputError
+        If a knob's values are not a non-empty list.
+    """
+    cells = []
+    for defense, knobs in strengths.items():
+        for point in expand_grid({}, knobs):
+            common = {**base, "defenses": [defense], "defense_knobs": {defense: point}, "budgets": list(budgets)}
+            cells.extend(expand_grid(common, {"attack": list(attacks), "pools": [[p] for p in pools],
+                                              "outputs": [[o] for o in outputs], "seed": list(seeds)}))
+    return cells
+
+
 def cell_id(params: dict) -> str:
     """Stable 12-character id of a cell, from its parameters."""
     return hashlib.sha1(json.dumps(params, sort_keys=True).encode("utf-8")).hexdigest()[:12]

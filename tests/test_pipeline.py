@@ -1,5 +1,6 @@
 """The notebook chain: structure of the committed notebooks, profiles, and a smoke run."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,9 +9,10 @@ import nbformat
 import pandas as pd
 import pytest
 
+from pdblib.browser import check_page, find_chromium
 from pdblib.pipeline import NOTEBOOK_DIR, main, run_chain
 from pdblib.profiles import PROFILES, STEPS, resolve_profile
-from pdblib.sweep import cell_id, expand_grid, run_sweep
+from pdblib.sweep import cell_id, expand_grid, run_sweep, strength_cells
 from pdblib.utils import InputError
 
 
@@ -91,6 +93,22 @@ def test_smoke_chain_end_to_end(smoke_run):
         assert "cdn.jsdelivr" not in text
         assert 'src="http' not in text
 
+    # The strength sweep ran its cells and joined the chain's default-strength rows.
+    tradeoff = pd.read_csv(run / "artifacts" / "tradeoff" / "tradeoff.csv")
+    assert {"pdb", "reverse_sigmoid", "undefended"} <= set(tradeoff["defense"])
+    assert {"target_flip_rate=0.2", "default"} <= set(tradeoff.loc[tradeoff["defense"] == "pdb", "strength"])
+    pdb = tradeoff[tradeoff["defense"] == "pdb"].set_index("strength")
+    assert pdb.loc["target_flip_rate=0.2", "defended_acc"] < pdb.loc["default", "defended_acc"]
+    assert (run / "artifacts" / "report" / "08_tradeoff.png").exists()
+    assert (run / "artifacts" / "report" / "08_pdb_knobs.png").exists()
+
+    # The report opens offline in headless Chromium: no failed or remote request, no console error.
+    if find_chromium() is not None and importlib.util.find_spec("playwright") is not None:
+        for page in [run / "index.html", *sorted((run / "html").glob("*.html"))]:
+            check = check_page(page)
+            assert check.problems == [], f"{page.name}: {check.problems}"
+        assert check_page(run / "index.html").images >= 8
+
     # A resumed run skips every finished step and leaves the results alone.
     stamp = (run / "artifacts" / "attack" / "results.csv").stat().st_mtime_ns
     executed = {step: (run / "notebooks" / f"{step}.ipynb").stat().st_mtime_ns for step in STEPS}
@@ -169,3 +187,20 @@ def test_committed_notebooks_match_generator(tmp_path):
         generated = (tmp_path / f"{step}.ipynb").read_text(encoding="utf-8")
         committed = (NOTEBOOK_DIR / f"{step}.ipynb").read_text(encoding="utf-8")
         assert generated == committed, f"notebooks/{step}.ipynb differs from tools/make_notebooks.py; rerun it"
+
+
+def test_strength_cells_cover_every_knob_value_attack_and_seed():
+    cells = strength_cells({"mad": {"epsilon": [0.1, 1.0]}, "label_only": {}}, attacks=["knockoff_random", "jbda"],
+                           pools=["mnist"], outputs=["probs"], budgets=[500, 1000], seeds=[0, 1], clone_epochs=2)
+    assert len(cells) == (2 + 1) * 2 * 2
+    assert {json.dumps(c["defense_knobs"], sort_keys=True) for c in cells} == {
+        '{"mad": {"epsilon": 0.1}}', '{"mad": {"epsilon": 1.0}}', '{"label_only": {}}'}
+    assert all(c["budgets"] == [500, 1000] and c["clone_epochs"] == 2 for c in cells)
+    assert all(c["defenses"] == list(c["defense_knobs"]) for c in cells)
+    assert len({cell_id(c) for c in cells}) == len(cells)
+
+
+def test_strength_cells_reject_an_empty_knob_list():
+    with pytest.raises(InputError, match="non-empty list"):
+        strength_cells({"mad": {"epsilon": []}}, attacks=["jbda"], pools=["mnist"], outputs=["probs"],
+                       budgets=[100], seeds=[0])

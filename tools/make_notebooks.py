@@ -282,10 +282,13 @@ clone_table(results)'''),
 
 set_style()
 victim_acc = float(results["victim_acc"].iloc[0])
+# The chain's own figures open the report; a sweep cell keeps its figures beside its records.
+figures = (run.path / "artifacts" / "report" / "04") if mark_step_done else (
+    run.path / "sweep" / "figures" / Path(results_file).stem)
 fig = plot_clone_accuracy(results, victim_acc=victim_acc)
-save_figure(fig, run.path / "artifacts" / "report" / "04_clone_accuracy.png")
+save_figure(fig, f"{figures}_clone_accuracy.png")
 fig = plot_clone_accuracy(results, y="fidelity_deployed")
-save_figure(fig, run.path / "artifacts" / "report" / "04_fidelity_deployed.png")'''),
+save_figure(fig, f"{figures}_fidelity_deployed.png")'''),
  ("code", '''# Sanity checks: every combination present, budgets respected, no clone clearly better than the victim.
 expected = len(defenses) * len(pools) * len(outputs) * len(set(budgets))
 assert len(results) >= expected, f"results have {len(results)} rows, expected {expected}"
@@ -380,7 +383,8 @@ nbs["06_attack_suite"] = nb([
 attacks = ["knockoff_random", "knockoff_adaptive", "jbda", "jb_self", "jb_topk", "copycat", "knockoff_hard", "averaging", "flip_aware", "activethief_random", "activethief_uncertainty", "activethief_kcenter", "activethief_dfal", "dfme", "maze"]  # registered attack names
 defenses = ["undefended", "pdb"]  # defenses to attack
 pool = "fashion_mnist"  # attacker pool of pool-based attacks
-budgets = [2000, 5000]  # query budgets of every attack
+budgets = [2000, 5000]  # query budgets of every attack not named in attack_budgets
+attack_budgets = {}  # per-attack budgets that replace `budgets`, e.g. {"dfme": [20000]}
 attack_kwargs = {}  # per-attack keyword overrides, e.g. {"jbda": {"step": 0.2}}
 clone_model = "small_cnn_narrow"  # clone architecture
 clone_epochs = 10  # clone training epochs
@@ -397,8 +401,9 @@ for name in defenses:
         raise InputError(f"unknown defense {name!r}; choose from {list(DEFENSE_NAMES)}")
 if pool not in POOL_NAMES:
     raise InputError(f"unknown pool {pool!r}; choose from {list(POOL_NAMES)}")
-if set(attack_kwargs) - set(attacks):
-    raise InputError(f"attack_kwargs names attacks that are not run: {sorted(set(attack_kwargs) - set(attacks))}")
+for knob, per_attack in (("attack_kwargs", attack_kwargs), ("attack_budgets", attack_budgets)):
+    if set(per_attack) - set(attacks):
+        raise InputError(f"{knob} names attacks that are not run: {sorted(set(per_attack) - set(attacks))}")
 bundle = load_run_data(run)"""),
  ("code", """import pandas as pd
 
@@ -407,7 +412,8 @@ from pdblib.stages import stage_attacks
 frames = []
 for attack in attacks:
     frames.append(stage_attacks(run, bundle, defenses=defenses, attack=attack, pools=[pool], outputs=["probs"],
-                                budgets=budgets, seed=seed, clone_model=clone_model, clone_epochs=clone_epochs,
+                                budgets=attack_budgets.get(attack, budgets), seed=seed, clone_model=clone_model,
+                                clone_epochs=clone_epochs,
                                 clone_lr=clone_lr, attack_kwargs=attack_kwargs.get(attack), filename="suite.csv",
                                 device=device, progress=progress))
 suite = frames[-1]
@@ -470,12 +476,99 @@ assert set(averaging["defense"]) == {"pdb", "pdb_unkeyed"}
 run.mark_done("ablation", {"variants": len(ablations)})"""),
 ])
 
-nbs["08_report"] = nb([
- ("md", "# 08 Report: summary of the run\n\nCollects the artifacts of the previous steps into the summary "
+nbs["08_tradeoff"] = nb([
+ ("md", "# 08 Trade-off: each defense's strength swept\n\n"
+        "Runs a resumable sweep (`pdblib.sweep`): one papermill execution of `04_attack` per cell of defense "
+        "strength x attack x pool x output x seed, each writing its rows to `artifacts/attack/sweep/`. A cell "
+        "already finished is skipped when the step runs again; a failed cell is recorded in `sweep/cells/` and "
+        "does not stop the others. The default-strength rows of `04_attack` and `05_baselines` join the curves. "
+        "Plots clone accuracy against defended accuracy per defense (mean and one standard deviation over "
+        "seeds), clone accuracy against budget, and PDB's own knobs from the retrained variants of "
+        "`07_ablations`. Writes `artifacts/tradeoff/`."),
+ ("code", COMMON_PARAMS + """
+strengths = {"pdb": {"target_flip_rate": [0.05, 0.2]}, "reverse_sigmoid": {"beta": [0.2, 2.0]}, "mad": {"epsilon": [0.1, 1.0]}, "adaptive_misinformation": {"tau": [0.3, 0.8]}}  # {defense: {knob: [values]}}
+attacks = ["knockoff_random"]  # attacks of every cell
+pools = ["fashion_mnist"]  # attacker pools
+outputs = ["probs"]  # oracle outputs: "probs" and/or "labels"
+budgets = [5000]  # query budgets; one query run per cell trains a clone at each
+seeds = [0]  # attack seeds; several give the error bars
+clone_model = "small_cnn_narrow"  # clone architecture
+clone_epochs = 10  # clone training epochs
+clone_lr = 1e-3  # clone Adam learning rate""", ["parameters"]),
+ ("code", SETUP + """
+from pdblib.attacks import ATTACKS
+from pdblib.stages import DEFENSE_NAMES, OUTPUT_NAMES, POOL_NAMES
+
+for step in ("data", "victim", "pdb", "baselines", "ablation"):
+    if not run.is_done(step):
+        raise InputError(f"step {step!r} has not finished in {run.path}; run the earlier notebooks first")
+for name in strengths:
+    if name not in DEFENSE_NAMES:
+        raise InputError(f"unknown defense {name!r} in strengths; choose from {list(DEFENSE_NAMES)}")
+for name in attacks:
+    if name not in ATTACKS:
+        raise InputError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
+for name in pools:
+    if name not in POOL_NAMES:
+        raise InputError(f"unknown pool {name!r}; choose from {list(POOL_NAMES)}")
+for name in outputs:
+    if name not in OUTPUT_NAMES:
+        raise InputError(f"unknown oracle output {name!r}; choose from {list(OUTPUT_NAMES)}")
+if not seeds or not all(isinstance(s, int) for s in seeds):
+    raise InputError(f"seeds must be a non-empty list of ints, got {seeds!r}")"""),
+ ("code", """from pdblib.sweep import run_sweep, strength_cells
+
+cells = strength_cells(strengths, attacks=attacks, pools=pools, outputs=outputs, budgets=budgets, seeds=seeds,
+                       clone_model=clone_model, clone_epochs=clone_epochs, clone_lr=clone_lr, device=device,
+                       progress=False)
+print(f"{len(cells)} sweep cells")
+sweep_rows = run_sweep(run.path, cells, progress=progress)
+from pdblib.utils import read_json
+
+failed = read_json(run.path / "sweep" / "failed.json")
+failed"""),
+ ("code", """import pandas as pd
+
+from pdblib.report import aggregate_over_seeds
+
+# The chain's default-strength rows (04_attack, 05_baselines) for the same settings join the curves.
+chain = [pd.read_csv(path) for path in (run.artifact("attack", "results.csv"), run.artifact("attack", "baselines_knockoff.csv"))
+         if path.exists()]
+chain = pd.concat(chain, ignore_index=True) if chain else pd.DataFrame(columns=sweep_rows.columns)
+chain = chain[chain["defense"].isin(list(strengths) + ["undefended"]) & chain["attack"].isin(attacks)
+              & chain["pool"].isin(pools) & chain["output"].isin(outputs) & chain["budget"].isin(budgets)
+              & chain["seed"].isin(seeds)]
+rows = pd.concat([sweep_rows.drop(columns=["cell"], errors="ignore"), chain], ignore_index=True)
+rows = rows.drop_duplicates(["defense", "defense_knobs", "attack", "pool", "output", "budget", "seed"])
+table = aggregate_over_seeds(rows)
+run.write_csv("tradeoff", "rows.csv", rows)
+run.write_csv("tradeoff", "tradeoff.csv", table)
+table[["defense", "strength", "attack", "pool", "output", "budget", "defended_acc", "clone_acc", "clone_acc_sd",
+       "seeds"]].round(4)"""),
+ ("code", """from pdblib.report import plot_budget_curves, plot_pdb_knob_curves, plot_tradeoff_curves, save_figure, set_style
+
+set_style()
+save_figure(plot_tradeoff_curves(rows), run.path / "artifacts" / "report" / "08_tradeoff.png")
+if rows["budget"].nunique() > 1:
+    save_figure(plot_budget_curves(rows), run.path / "artifacts" / "report" / "08_budget_curves.png")
+ablations = pd.read_csv(run.artifact("ablation", "ablations.csv"))
+pdb_config = run.read_json("pdb", "metrics.json")["config"]
+save_figure(plot_pdb_knob_curves(ablations, base_lambda=pdb_config["lambda_gp"], base_ratio=pdb_config["transition_ratio"]),
+            run.path / "artifacts" / "report" / "08_pdb_knobs.png")"""),
+ ("code", """# Sanity checks: every cell finished, every answer stayed within budget, no clone beat the victim.
+assert not failed, f"{len(failed)} sweep cells failed; see {run.path / 'sweep' / 'cells'} and re-run the step to retry them"
+assert len(sweep_rows) >= len(cells), "a sweep cell wrote no rows"
+assert (rows["queries_used"] <= rows["budget"]).all(), "an attack used more queries than its budget"
+assert (rows["clone_acc"] <= rows["victim_acc"] + 0.02).all(), "a clone beat the victim by more than noise"
+run.mark_done("tradeoff", {"cells": len(cells), "rows": len(rows)})"""),
+])
+
+nbs["09_report"] = nb([
+ ("md", "# 09 Report: summary of the run\n\nCollects the artifacts of the previous steps into the summary "
         "tables that open the run's `index.html`, and states where PDB helps and where it does not."),
  ("code", COMMON_PARAMS, ["parameters"]),
  ("code", SETUP + '''
-for step in ("data", "victim", "pdb", "attack", "baselines", "attack_suite", "ablation"):
+for step in ("data", "victim", "pdb", "attack", "baselines", "attack_suite", "ablation", "tradeoff"):
     if not run.is_done(step):
         raise InputError(f"step {step!r} has not finished in {run.path}; run the earlier notebooks first")'''),
  ("code", '''from pdblib.report import build_summary
@@ -491,6 +584,7 @@ for finding in summary["findings"]:
  ("code", '''summary["defenses"]'''),
  ("code", '''summary["attack_suite"]'''),
  ("code", '''summary["ablations"]'''),
+ ("code", '''summary["tradeoff"]'''),
  ("code", '''# Sanity checks: the summary page exists and names every defense that was attacked.
 page = (run.path / "artifacts" / "report" / "summary.html").read_text(encoding="utf-8")
 assert "Clone test accuracy" in page
