@@ -117,7 +117,53 @@ def _training_section(training: dict) -> list[str]:
     return lines + _table(header, rows) + ["", f"Timed epochs per row: {repeats}.", ""]
 
 
-def render_markdown(results: dict, source: str | Path | None = None) -> str:
+def _quality_section(quality: dict) -> list[str]:
+    """Exact versus finite-difference penalty: utility and clone accuracy, mean and spread over seeds."""
+    lines = [
+        "## Exact versus finite-difference penalty: what PDB delivers",
+        "",
+        f"PDB retrained from the victim of run `{quality['run']}` on {quality['train_size']:,} training images, "
+        f"once per penalty method and seed (seeds {', '.join(map(str, quality['seeds']))}), then attacked with "
+        f"Knockoff (random, Fashion-MNIST pool) and JBDA at {quality['budget']:,} queries. Mean and sample "
+        "standard deviation over seeds, on the 10,000 test images. Produced by:",
+        "",
+        "```",
+        quality["command"],
+        "```",
+        "",
+    ]
+    labels = {"defended_acc": "defended test accuracy", "acc_drop": "drop vs victim", "flip_rate": "benign flip rate",
+              "seconds_per_epoch": "retraining seconds per epoch (synthesis included)",
+              "clone_acc_knockoff_random": "Knockoff clone accuracy", "clone_acc_jbda": "JBDA clone accuracy"}
+    methods = [m for m in ("exact", "finite_difference") if m in quality["per_method"]]
+    rows = []
+    for metric, label in labels.items():
+        cells = []
+        for method in methods:
+            stats = quality["per_method"][method].get(metric)
+            cells.append("" if stats is None else f"{stats['mean']:.4f} ± {stats['sd']:.4f} (n={stats['n']})")
+        verdict = quality["within_spread"].get(metric)
+        rows.append([label] + cells + ["" if verdict is None else ("yes" if verdict else "no")])
+    header = ["metric"] + [f"`{m}`" for m in methods] + ["difference within the seed spread"]
+    return lines + _table(header, rows) + [""]
+
+
+def _chain_section(chain: dict) -> list[str]:
+    """Wall time and peak memory of one timed run of the main job."""
+    machine = chain["machine"]
+    return [
+        "## The main job",
+        "",
+        f"`{chain['command']}` from a fresh clone (virtual environment, data preparation and the whole "
+        f"notebook chain), timed by `python3 -m benchmarks.chain`, started {chain['started']}, exit status "
+        f"{chain['returncode']}, on {machine['usable_cores']} usable cores ({machine['platform']}).",
+        "",
+    ] + _table(["wall time", "peak memory (largest process, max RSS)", "report"],
+               [[f"{chain['wall_seconds'] / 60:.1f} min", f"{chain['peak_rss_gib']:.2f} GiB",
+                 f"`{chain['report']}`"]]) + [""]
+
+
+def render_markdown(results: dict, source: str | Path | None = None, chain: dict | None = None) -> str:
     """Return the Markdown page for one results dict of ``benchmarks.run``.
 
     Parameters
@@ -126,6 +172,8 @@ def render_markdown(results: dict, source: str | Path | None = None) -> str:
         The parsed JSON that ``python -m benchmarks.run`` writes.
     source : path, optional
         The JSON file's path, named on the page.
+    chain : dict, optional
+        The record of ``python3 -m benchmarks.chain`` for the main job.
     """
     missing = [key for key in ("command", "machine") if key not in results]
     if missing:
@@ -147,12 +195,17 @@ def render_markdown(results: dict, source: str | Path | None = None) -> str:
         lines += _inference_section(results["inference"])
     if "training" in results:
         lines += _training_section(results["training"])
+    if "penalty_quality" in results:
+        lines += _quality_section(results["penalty_quality"])
+    if chain is not None:
+        lines += _chain_section(chain)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_markdown(results: dict, path: str | Path, source: str | Path | None = None) -> Path:
+def write_markdown(results: dict, path: str | Path, source: str | Path | None = None,
+                   chain: dict | None = None) -> Path:
     """Render ``results`` with :func:`render_markdown` and write the page atomically to ``path``."""
-    return atomic_write_text(path, render_markdown(results, source=source))
+    return atomic_write_text(path, render_markdown(results, source=source, chain=chain))
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -161,12 +214,15 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("results", type=Path, help="JSON file written by python -m benchmarks.run")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"),
                         help="Markdown page to write (default: docs/benchmarks.md)")
+    parser.add_argument("--chain", type=Path, default=None,
+                        help="JSON of python3 -m benchmarks.chain for the main job, shown on the page")
     args = parser.parse_args(argv)
     try:
         results = read_json(args.results)
+        chain = read_json(args.chain) if args.chain is not None else None
     except json.JSONDecodeError as error:
-        parser.error(f"{args.results} is not valid JSON ({error}); rerun python -m benchmarks.run")
-    return write_markdown(results, args.out, source=args.results)
+        parser.error(f"invalid JSON ({error}); rerun the benchmark that wrote it")
+    return write_markdown(results, args.out, source=args.results, chain=chain)
 
 
 if __name__ == "__main__":

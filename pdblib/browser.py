@@ -32,7 +32,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 @dataclass
 class PageCheck:
-    """What a page did while it loaded.
+    """Result of loading one page: its requests, failures, console errors and broken images.
 
     Attributes
     ----------

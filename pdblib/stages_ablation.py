@@ -13,8 +13,11 @@ to the boundary) and under Knockoff at one budget. Variants:
     ``lambda_gp = 0``: transition class and flips without the penalty.
 ``strategy_<name>``
     The transition samples of another synthesis strategy.
-``lambda_gp=<value>``, ``transition_ratio=<value>``
-    One knob set to a value, for PDB's trade-off curves (for example ``lambda_gp=1.0``).
+``<knob>=<value>[,<knob>=<value>...]``
+    Knobs of :data:`VARIANT_KNOBS` set to values: ``lambda_gp=1.0`` and
+    ``transition_ratio=0.3`` give points of PDB's trade-off curves;
+    ``penalty_method=finite_difference,seed=1`` retrains with the cheaper penalty and another
+    seed, to compare the two penalties within the seed-to-seed spread.
 
 To keep the step affordable on a CPU, every variant (``full`` included, so the comparison is
 fair) retrains on the first ``train_size`` images of the victim's training split.
@@ -55,7 +58,8 @@ def ablation_variants(config: PDBConfig) -> dict[str, PDBConfig]:
     return variants
 
 
-SWEEPABLE_KNOBS = ("lambda_gp", "transition_ratio")
+# Knobs a variant name may set, with the type of their values.
+VARIANT_KNOBS = {"lambda_gp": float, "transition_ratio": float, "penalty_method": str, "seed": int}
 
 
 def resolve_variant(name: str, config: PDBConfig) -> PDBConfig:
@@ -64,33 +68,39 @@ def resolve_variant(name: str, config: PDBConfig) -> PDBConfig:
     Raises
     ------
     InputError
-        On an unknown name, an unknown knob, or a value that is not a non-negative number.
+        On an unknown name or knob, or a value of the wrong type or range.
     """
     named = ablation_variants(config)
     if name in named:
         return named[name]
-    knob, sep, text = name.partition("=")
-    if not sep:
-        raise InputError(f"unknown ablation variant {name!r}; choose from {sorted(named)} "
-                         f"or '<knob>=<value>' with a knob in {list(SWEEPABLE_KNOBS)}")
-    if knob not in SWEEPABLE_KNOBS:
-        raise InputError(f"ablation variant {name!r} sets {knob!r}; only {list(SWEEPABLE_KNOBS)} can be set")
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"ablation variant {name!r}: {text!r} is not a number") from None
-    if not value >= 0.0:
-        raise InputError(f"ablation variant {name!r}: the value must be >= 0")
-    return replace(config, **{knob: value})
+    changes = {}
+    for part in name.split(","):
+        knob, sep, text = part.strip().partition("=")
+        if not sep:
+            raise InputError(f"unknown ablation variant {name!r}; choose from {sorted(named)} "
+                             f"or '<knob>=<value>[,...]' with knobs from {list(VARIANT_KNOBS)}")
+        if knob not in VARIANT_KNOBS:
+            raise InputError(f"ablation variant {name!r} sets {knob!r}; only {list(VARIANT_KNOBS)} can be set")
+        try:
+            changes[knob] = VARIANT_KNOBS[knob](text)
+        except ValueError:
+            raise InputError(f"ablation variant {name!r}: {text!r} is not a valid {knob}") from None
+        if isinstance(changes[knob], float) and not changes[knob] >= 0.0:
+            raise InputError(f"ablation variant {name!r}: {knob} must be >= 0")
+    return replace(config, **changes)
 
 
 def stage_ablations(run: RunDir, bundle: DataBundle, *, variants: list[str] | None = None, train_size: int = 10000,
                     target_flip_rate: float = 0.01, budget: int = 5000, pool: str = "fashion_mnist",
                     boundary_samples: int = 200, clone_model: str = "small_cnn_narrow", clone_epochs: int = 10,
+                    attacks: tuple[str, ...] = ("knockoff_random",), filename: str = "ablations.csv",
                     seed: int = 0, device: str = "cpu", progress: bool = True) -> pd.DataFrame:
-    """Retrain and measure each PDB ablation variant; write ``artifacts/ablation/ablations.csv``.
+    """Retrain and measure each PDB ablation variant; write ``artifacts/ablation/<filename>``.
 
-    Rows already in the file are skipped, so an interrupted step resumes.
+    Each variant is attacked by every name in ``attacks`` at ``budget`` queries from ``pool``;
+    ``clone_acc`` and ``fidelity_deployed`` are the first attack's, and ``clone_acc_<attack>``
+    columns hold each attack's clone accuracy. Rows already in the file are skipped, so an
+    interrupted step resumes.
     """
     from pdblib.stages import load_victim
 
@@ -100,7 +110,9 @@ def stage_ablations(run: RunDir, bundle: DataBundle, *, variants: list[str] | No
     configs = {name: resolve_variant(name, base) for name in names}
     if pool not in bundle.pools:
         raise InputError(f"unknown pool {pool!r}; choose from {sorted(bundle.pools)}")
-    path = run.artifact("ablation", "ablations.csv")
+    if not attacks:
+        raise InputError("attacks is empty; name at least one attack, e.g. ['knockoff_random']")
+    path = run.artifact("ablation", filename)
     done = pd.read_csv(path) if path.exists() else pd.DataFrame()
     victim = load_victim(run)
     k = bundle.num_classes
@@ -119,15 +131,21 @@ def stage_ablations(run: RunDir, bundle: DataBundle, *, variants: list[str] | No
         utility = utility_metrics(defense, victim, bundle.x_test, bundle.y_test)
         distance = deepfool_distance(model, bundle.x_test[:boundary_samples], num_classes=k)
         finite = distance[torch.isfinite(distance)]
-        oracle = QueryOracle(defense, budget)
-        attack = build_attack("knockoff_random", clone_model=clone_model, seed=seed, device=device,
-                              progress=progress, clone_train=TrainConfig(epochs=clone_epochs, seed=seed))
-        clone = attack.run(oracle, bundle.pools[pool], [budget]).clones[budget]
         row = {"variant": name, "lambda_gp": config.lambda_gp, "transition_ratio": config.transition_ratio,
-               "strategy": config.strategy, "train_size": len(x_train), "retrain_seconds": retrain_seconds,
+               "strategy": config.strategy, "penalty_method": config.penalty_method, "retrain_seed": config.seed,
+               "train_size": len(x_train), "retrain_seconds": retrain_seconds,
+               "seconds_per_epoch": retrain_seconds / max(config.epochs, 1),
                "median_boundary_distance": float(finite.median()) if len(finite) else float("nan"),
-               "attack_flip_fraction": oracle.log.flip_fraction(), "pool": pool, "budget": budget, **utility,
-               **clone_metrics(clone, bundle.x_test, bundle.y_test, victim=victim, defense=defense)}
+               "pool": pool, "budget": budget, **utility}
+        for index, attack_name in enumerate(attacks):
+            oracle = QueryOracle(defense, budget)
+            attack = build_attack(attack_name, clone_model=clone_model, seed=seed, device=device,
+                                  progress=progress, clone_train=TrainConfig(epochs=clone_epochs, seed=seed))
+            clone = attack.run(oracle, bundle.pools[pool], [budget]).clones[budget]
+            measured = clone_metrics(clone, bundle.x_test, bundle.y_test, victim=victim, defense=defense)
+            row[f"clone_acc_{attack_name}"] = measured["clone_acc"]
+            if index == 0:
+                row.update(measured, attack_flip_fraction=oracle.log.flip_fraction())
         logger.info("ablation %s: defended acc %.4f, clone acc %.4f", name, row["defended_acc"], row["clone_acc"])
         done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
         run.write_csv("ablation", "ablations.csv", done)

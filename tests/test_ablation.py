@@ -28,8 +28,16 @@ def test_knob_variant_sets_only_that_knob(name, knob, value):
 
 @pytest.mark.parametrize(("name", "match"), [("bogus", "unknown ablation variant"),
                                              ("epochs=3", "only"),
-                                             ("lambda_gp=abc", "not a number"),
+                                             ("penalty_method=bogus", "penalty"),
+                                             ("lambda_gp=abc", "not a valid"),
                                              ("lambda_gp=-1", ">= 0")])
 def test_bad_variant_names_are_clear_errors(name, match):
     with pytest.raises(InputError, match=match):
         resolve_variant(name, PDBConfig())
+
+
+def test_combined_variant_sets_penalty_method_and_seed():
+    config = resolve_variant("penalty_method=finite_difference,seed=2", PDBConfig(lambda_gp=0.1))
+    assert config.penalty_method == "finite_difference"
+    assert config.seed == 2
+    assert config.lambda_gp == 0.1

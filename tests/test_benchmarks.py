@@ -167,3 +167,67 @@ def test_training_rejects_bad_arguments():
         run_training_benchmark(batches=0)
     with pytest.raises(InputError, match="transition ratio"):
         run_training_benchmark(transition_ratios=(-0.1,))
+
+
+def _quality_rows():
+    import pandas as pd
+
+    rows = []
+    for method, accs in (("exact", [0.890, 0.894, 0.892]), ("finite_difference", [0.891, 0.893, 0.860])):
+        for seed, acc in enumerate(accs):
+            rows.append({"penalty_method": method, "retrain_seed": seed, "defended_acc": acc, "acc_drop": 0.9 - acc,
+                         "flip_rate": 0.01, "seconds_per_epoch": 10.0 if method == "exact" else 6.0,
+                         "clone_acc_knockoff_random": 0.80, "clone_acc_jbda": 0.50 + 0.01 * seed})
+    return pd.DataFrame(rows)
+
+
+def test_penalty_quality_summary_and_spread_verdict():
+    from benchmarks.penalty_quality import summarize as summarize_quality
+    from benchmarks.penalty_quality import variant_names
+
+    assert variant_names([0, 1]) == ["penalty_method=exact,seed=0", "penalty_method=exact,seed=1",
+                                     "penalty_method=finite_difference,seed=0",
+                                     "penalty_method=finite_difference,seed=1"]
+    summary = summarize_quality(_quality_rows())
+    exact = summary["per_method"]["exact"]["defended_acc"]
+    assert exact["n"] == 3
+    assert exact["mean"] == pytest.approx(0.892)
+    assert exact["sd"] == pytest.approx(0.002)
+    # Equal clone accuracies are within any spread; the shifted finite-difference mean is not.
+    assert summary["within_spread"]["clone_acc_knockoff_random"] is True
+    assert summary["within_spread"]["clone_acc_jbda"] is True
+    cheap = summary["per_method"]["finite_difference"]["defended_acc"]
+    expected = abs(exact["mean"] - cheap["mean"]) <= max(exact["sd"], cheap["sd"])
+    assert summary["within_spread"]["defended_acc"] is expected
+
+
+def test_page_shows_penalty_quality_and_main_job(tiny_run):
+    from benchmarks.penalty_quality import summarize as summarize_quality
+
+    results = dict(tiny_run[0], penalty_quality={"command": "python -m benchmarks.penalty_quality --run-dir r",
+                                                 "run": "quick-x", "train_size": 100, "budget": 50, "seeds": [0, 1, 2],
+                                                 **summarize_quality(_quality_rows())})
+    chain = {"command": "make report", "returncode": 0, "started": "2026-12-05T00:00:00+00:00",
+             "wall_seconds": 1800.0, "peak_rss_gib": 1.5, "report": "reports/quick-x/index.html",
+             "machine": {"usable_cores": 2, "platform": "Linux"}}
+    page = render.render_markdown(results, chain=chain)
+    assert "## Exact versus finite-difference penalty" in page
+    assert "| `exact` | `finite_difference` |" in page.replace("| metric ", "")
+    assert "## The main job" in page
+    assert "30.0 min" in page
+
+
+def test_chain_records_exit_status_wall_time_and_report(tmp_path):
+    import sys
+
+    from benchmarks import chain
+
+    out = tmp_path / "chain.json"
+    status = chain.main(["--results", str(out), "--", sys.executable, "-c",
+                         "print('Report: reports/x/index.html'); bytearray(50 * 2**20); raise SystemExit(3)"])
+    record = json.loads(out.read_text())
+    assert status == 3
+    assert record["returncode"] == 3
+    assert record["report"] == "reports/x/index.html"
+    assert record["wall_seconds"] >= 0
+    assert record["peak_rss_gib"] > 0.04

@@ -1,0 +1,119 @@
+"""Compare the exact and the finite-difference input-gradient penalty on what PDB delivers.
+
+Time per epoch is only half of the question; the cheaper penalty is worth having only if the
+defended accuracy and the clone accuracy it yields stay within the seed-to-seed spread of the
+exact penalty's. This benchmark retrains PDB from a finished run's victim once per penalty
+method and retraining seed (through :func:`pdblib.stages_ablation.stage_ablations`, on the
+same training subset), attacks each with Knockoff (random) and JBDA, and summarizes mean and
+standard deviation per method.
+
+Usage::
+
+    python -m benchmarks.penalty_quality --run-dir reports/<run-id> --seeds 0 1 2 \\
+        --results benchmarks/results.json --markdown docs/benchmarks.md
+
+The run folder needs steps 01 to 03 finished. The summary is merged into the results JSON under
+``penalty_quality`` and the Markdown page is rendered again, so the page shows both cost and
+quality. Rows go to ``artifacts/ablation/penalty_quality.csv`` in the run folder; a re-run
+skips the variants already measured there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from pdblib.runs import RunDir
+from pdblib.utils import InputError, atomic_write_json, read_json
+
+logger = logging.getLogger("benchmarks.penalty_quality")
+
+METHODS = ("exact", "finite_difference")
+METRICS = ("defended_acc", "acc_drop", "flip_rate", "seconds_per_epoch", "clone_acc_knockoff_random",
+           "clone_acc_jbda")
+
+
+def variant_names(seeds: list[int]) -> list[str]:
+    """Return the ablation variant names, one per penalty method and seed."""
+    return [f"penalty_method={method},seed={seed}" for method in METHODS for seed in seeds]
+
+
+def summarize(rows: pd.DataFrame) -> dict:
+    """Mean and standard deviation of each metric per penalty method, and whether they overlap.
+
+    Returns
+    -------
+    dict
+        ``per_method``: ``{method: {metric: {"mean", "sd", "n"}}}``; ``within_spread``:
+        ``{metric: bool}``, true where the methods' means differ by less than the larger of
+        the two standard deviations (seed-to-seed spread).
+    """
+    per_method = {}
+    for method, group in rows.groupby("penalty_method"):
+        per_method[method] = {metric: {"mean": float(group[metric].mean()),
+                                       "sd": float(group[metric].std(ddof=1)) if len(group) > 1 else 0.0,
+                                       "n": int(group[metric].count())}
+                              for metric in METRICS if metric in group}
+    within = {}
+    if set(METHODS) <= set(per_method):
+        exact, cheap = per_method["exact"], per_method["finite_difference"]
+        for metric in ("defended_acc", "clone_acc_knockoff_random", "clone_acc_jbda"):
+            if metric in exact and metric in cheap:
+                spread = max(exact[metric]["sd"], cheap[metric]["sd"])
+                within[metric] = abs(exact[metric]["mean"] - cheap[metric]["mean"]) <= spread
+    return {"per_method": per_method, "within_spread": within}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.penalty_quality",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, type=Path, help="run folder with steps 01 to 03 finished")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="retraining seeds (default: 0 1 2)")
+    parser.add_argument("--train-size", type=int, default=10000,
+                        help="training images each variant retrains on (default: 10000)")
+    parser.add_argument("--budget", type=int, default=5000, help="query budget of both attacks (default: 5000)")
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results.json"),
+                        help="results JSON to merge the summary into (default: benchmarks/results.json)")
+    parser.add_argument("--markdown", type=Path, default=None, help="render the Markdown page again here")
+    parser.add_argument("--quiet", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from pdblib.stages import load_run_data
+    from pdblib.stages_ablation import stage_ablations
+
+    run = RunDir(args.run_dir)
+    try:
+        for step in ("data", "victim", "pdb"):
+            if not run.is_done(step):
+                raise InputError(f"step {step!r} has not finished in {run.path}; run the chain up to 03_pdb first")
+        rows = stage_ablations(run, load_run_data(run), variants=variant_names(args.seeds),
+                               train_size=args.train_size, budget=args.budget, attacks=("knockoff_random", "jbda"),
+                               filename="penalty_quality.csv", progress=not args.quiet)
+    except InputError as exc:
+        logger.error("%s", exc)
+        return 1
+    summary = {"command": "python -m benchmarks.penalty_quality " + shlex.join(argv if argv is not None
+                                                                               else sys.argv[1:]),
+               "run": run.path.name, "train_size": args.train_size, "budget": args.budget, "seeds": args.seeds,
+               **summarize(rows)}
+    results = read_json(args.results) if args.results.exists() else {}
+    results["penalty_quality"] = summary
+    atomic_write_json(args.results, results)
+    logger.info("penalty quality merged into %s", args.results)
+    if args.markdown is not None:
+        from benchmarks.render import write_markdown
+
+        write_markdown(results, args.markdown, source=args.results)
+        logger.info("page written to %s", args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
