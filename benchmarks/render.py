@@ -143,7 +143,13 @@ def _quality_section(quality: dict) -> list[str]:
             stats = quality["per_method"][method].get(metric)
             cells.append("" if stats is None else f"{stats['mean']:.4f} ± {stats['sd']:.4f} (n={stats['n']})")
         verdict = quality["within_spread"].get(metric)
-        rows.append([label] + cells + ["" if verdict is None else ("yes" if verdict else "no")])
+        if verdict is None:
+            verdict_text = ""
+        elif verdict:
+            verdict_text = "yes"
+        else:
+            verdict_text = "no"
+        rows.append([label] + cells + [verdict_text])
     header = ["metric"] + [f"`{m}`" for m in methods] + ["difference within the seed spread"]
     return lines + _table(header, rows) + [""]
 

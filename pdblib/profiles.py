@@ -29,9 +29,9 @@ _ACTIVETHIEF = [f"activethief_{selection}" for selection in ("random", "uncertai
 _SLOW_ATTACKS = _ACTIVETHIEF + ["dfme", "maze"]
 _SLOW_ATTACK_KWARGS = {**{name: {"rounds": 5, "max_candidates": 3000, "deepfool_steps": 10} for name in _ACTIVETHIEF},
                        "dfme": {"generator_width": 16}, "maze": {"generator_width": 16}}
-# Measured on 2 CPU cores against a Fashion-MNIST victim at 5,000 queries with the settings above:
-# ActiveThief random 71 s, k-center 77 s, DFAL 185 s per defense; DFME and MAZE at 20,000 queries
-# 38 s and 35 s. The quick profile therefore runs them smaller: ActiveThief at 2,000 queries in
+# Measured on 2 CPU cores against a Fashion-MNIST victim trained for one epoch, with the settings
+# above: ActiveThief at 5,000 queries took 71 s (random), 77 s (k-center) and 185 s (DFAL) per
+# defense; DFME and MAZE at 20,000 queries 38 s and 35 s. The quick profile therefore runs them smaller: ActiveThief at 2,000 queries in
 # 3 rounds over 1,000 candidates, DFME and MAZE at 10,000 queries (their papers use millions).
 _QUICK_SLOW_KWARGS = {**{name: {"rounds": 3, "max_candidates": 1000, "deepfool_steps": 10} for name in _ACTIVETHIEF},
                       "dfme": {"generator_width": 16}, "maze": {"generator_width": 16}}

@@ -508,7 +508,7 @@ def plot_budget_curves(results: pd.DataFrame):
 def plot_pdb_knob_curves(ablations: pd.DataFrame, *, base_lambda: float, base_ratio: float):
     """Plot PDB's own trade-off as ``lambda_gp`` and the transition ratio move (retrained variants).
 
-    ``ablations`` holds the rows of ``artifacts/ablation/ablations.csv``; a curve collects the
+    ``ablations`` contains the rows of ``artifacts/ablation/ablations.csv``; a curve collects the
     variants that share the run's synthesis strategy and the other knob's base value.
     """
     frame = ablations.copy()

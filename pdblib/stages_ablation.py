@@ -148,5 +148,5 @@ def stage_ablations(run: RunDir, bundle: DataBundle, *, variants: list[str] | No
                 row.update(measured, attack_flip_fraction=oracle.log.flip_fraction())
         logger.info("ablation %s: defended acc %.4f, clone acc %.4f", name, row["defended_acc"], row["clone_acc"])
         done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-        run.write_csv("ablation", "ablations.csv", done)
+        run.write_csv("ablation", filename, done)
     return done

@@ -436,11 +436,12 @@ run.mark_done("attack_suite", {"rows": len(suite)})"""),
 nbs["07_ablations"] = nb([
  ("md", "# 07 Ablations: which part of PDB does the work\n\n"
         "Retrains PDB variants from the same victim on a subset of the training split (penalty only, "
-        "transition class only, both, each synthesis strategy), calibrates each, and measures utility, "
+        "transition class only, both, each synthesis strategy, and `knob=value` variants such as "
+        "`lambda_gp=1.0` for PDB's own trade-off curves), calibrates each, and measures utility, "
         "distance to the boundary and Knockoff clone accuracy. Then compares keyed (deterministic) flips with "
         "a new flip key on every call under the averaging attack. Writes `artifacts/ablation/`."),
  ("code", COMMON_PARAMS + """
-variants = ["full", "penalty_only", "transition_only", "strategy_margin", "strategy_mixup"]  # ablation variants
+variants = ["full", "penalty_only", "transition_only", "strategy_margin", "strategy_mixup"]  # named variants or "knob=value[,knob=value]"
 train_size = 10000  # victim-training images every variant retrains on
 budget = 5000  # Knockoff and averaging-attack query budget
 pool = "fashion_mnist"  # attacker pool
