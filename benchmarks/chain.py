@@ -6,8 +6,8 @@ Usage, from a fresh clone (standard library only, so it runs before ``.venv`` ex
 
 The command runs as a child process with its output passed through. Peak memory is the
 largest maximum resident set size of any single process the command started and waited for
-(``getrusage(RUSAGE_CHILDREN)``; on Linux it covers grandchildren such as the Jupyter kernels,
-not the sum over processes running at once). The JSON holds the command, its exit status, wall
+(``getrusage(RUSAGE_CHILDREN)``). On Linux it covers grandchildren such as the Jupyter kernels,
+but it is not the sum over processes running at once. The JSON holds the command, its exit status, wall
 seconds, peak memory, the run folder printed on the ``Report:`` line and the machine; pass it
 to ``python -m benchmarks.render --chain`` to put it on the benchmark page.
 """

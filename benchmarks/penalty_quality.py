@@ -1,6 +1,6 @@
 """Compare the exact and the finite-difference input-gradient penalty on what PDB delivers.
 
-Time per epoch is only half of the question; the cheaper penalty is worth having only if the
+Time per epoch is only half of the question. The cheaper penalty is worth having only if the
 defended accuracy and the clone accuracy it yields stay within the seed-to-seed spread of the
 exact penalty's. This benchmark retrains PDB from a finished run's victim once per penalty
 method and retraining seed (through :func:`pdblib.stages_ablation.stage_ablations`, on the

@@ -189,7 +189,7 @@ def test_committed_notebooks_match_generator(tmp_path):
         assert generated == committed, f"notebooks/{step}.ipynb differs from tools/make_notebooks.py; rerun it"
 
 
-def test_strength_cells_cover_every_knob_value_attack_and_seed():
+def test_strength_cells_cover_the_grid():
     cells = strength_cells({"mad": {"epsilon": [0.1, 1.0]}, "label_only": {}}, attacks=["knockoff_random", "jbda"],
                            pools=["mnist"], outputs=["probs"], budgets=[500, 1000], seeds=[0, 1], clone_epochs=2)
     assert len(cells) == (2 + 1) * 2 * 2
