@@ -25,11 +25,13 @@ from benchmarks.render import render_markdown, write_markdown
 from benchmarks.training import run_training_benchmark
 from pdblib.core.inference import FLIP_FORMS
 from pdblib.models import MODELS
-from pdblib.utils import atomic_write_json
+from pdblib.utils import atomic_write_json, read_json
 
 logger = logging.getLogger("benchmarks.run")
 
 SCHEMA_VERSION = 1
+# Results of other benchmark commands, kept when this one rewrites the file.
+KEPT_SECTIONS = ("penalty_quality",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training batch sizes (default: 64 128 256)")
     group.add_argument("--transition-ratios", type=float, nargs="+", default=[0.0, 0.1, 0.3],
                        help="transition samples per benign sample (default: 0 0.1 0.3)")
+    group.add_argument("--penalty-fractions", type=float, nargs="+", default=[1.0, 0.25],
+                       help="shares of each batch the penalty is computed on, in (0, 1] (default: 1 0.25)")
     group.add_argument("--train-batches", type=int, default=50,
                        help="benign batches per timed epoch (default: 50)")
     group.add_argument("--train-warmup", type=int, default=1, help="untimed epochs per configuration (default: 1)")
@@ -96,7 +100,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         results["training"] = run_training_benchmark(
             model_name=args.model, num_classes=args.num_classes, batch_sizes=tuple(args.train_batch_sizes),
             transition_ratios=tuple(args.transition_ratios), batches=args.train_batches,
-            warmup=args.train_warmup, repeats=args.train_repeats, seed=args.seed)
+            warmup=args.train_warmup, repeats=args.train_repeats, penalty_fractions=tuple(args.penalty_fractions),
+            seed=args.seed)
     results["seconds_total"] = time.time() - started
     return results
 
@@ -108,6 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     results = run(args, argv)
+    if args.out.exists():
+        # Sections that other commands measured (benchmarks.penalty_quality) stay in the file.
+        previous = read_json(args.out)
+        results.update({key: previous[key] for key in KEPT_SECTIONS if key in previous})
     atomic_write_json(args.out, results)
     logger.info("wrote %s after %.0f s", args.out, results["seconds_total"])
     if args.markdown is not None:

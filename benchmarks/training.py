@@ -12,6 +12,9 @@ a fixed number of benign batches of seeded uniform-noise ``1x28x28`` inputs. Met
 ``pdb_finite_difference``
     The same with the finite-difference estimate of the penalty.
 
+Each PDB method also runs at every penalty fraction below 1 (``penalty_fraction`` in the rows):
+the penalty on that share of each batch, plain cross-entropy on the rest.
+
 A PDB epoch therefore has ``1 + transition_ratio`` times as many samples as a plain epoch,
 as in :func:`pdblib.core.retrain.pdb_retrain`. Synthesizing the transition samples is a
 one-time cost before retraining and is not timed here: the timed transition samples are
@@ -48,6 +51,7 @@ class _TrainingCase:
     method: str
     batch_size: int
     transition_ratio: float | None  # None for plain training, which has no transition samples
+    penalty_fraction: float | None  # None for plain training
     model: nn.Module
     x: torch.Tensor
     y: torch.Tensor
@@ -74,7 +78,7 @@ def run_training_benchmark(*, model_name: str = "small_cnn", num_classes: int = 
                            batch_sizes: tuple[int, ...] = (64, 128, 256),
                            transition_ratios: tuple[float, ...] = (0.0, 0.1, 0.3), batches: int = 50,
                            warmup: int = 1, repeats: int = 3, lambda_gp: float | None = None,
-                           seed: int = 0) -> dict:
+                           penalty_fractions: tuple[float, ...] = (1.0, 0.25), seed: int = 0) -> dict:
     """Measure seconds per epoch of plain training and PDB retraining with both penalty methods.
 
     Parameters
@@ -86,6 +90,8 @@ def run_training_benchmark(*, model_name: str = "small_cnn", num_classes: int = 
         Benign batches per epoch.
     warmup, repeats : int
         Untimed epochs, then timed epochs, of every configuration.
+    penalty_fractions : tuple of float
+        Shares of each batch, in (0, 1], that the penalty is computed on.
     lambda_gp : float, optional
         Penalty weight; ``PDBConfig``'s default when ``None``. Any positive value costs the
         same, because the penalty is computed whenever ``lambda_gp > 0``.
@@ -106,6 +112,8 @@ def run_training_benchmark(*, model_name: str = "small_cnn", num_classes: int = 
         raise InputError("transition_ratios is empty; pass at least one ratio such as 0")
     for ratio in transition_ratios:
         check_range(ratio, 0.0, 10.0, name="transition ratio")
+    if not penalty_fractions or not all(0 < fraction <= 1 for fraction in penalty_fractions):
+        raise InputError(f"penalty fractions must be in (0, 1], got {list(penalty_fractions)}; 1 penalizes every sample")
     config = PDBConfig()
     lambda_gp = config.lambda_gp if lambda_gp is None else float(lambda_gp)
     if not lambda_gp > 0:
@@ -116,13 +124,15 @@ def run_training_benchmark(*, model_name: str = "small_cnn", num_classes: int = 
     cases: list[_TrainingCase] = []
     for batch_size in batch_sizes:
         x, y, benign = _make_data(batch_size, batches, max(transition_ratios), num_classes, generator)
-        cases.append(_TrainingCase(BASELINE, batch_size, None, copy.deepcopy(victim), x[:benign], y[:benign],
-                                   cross_entropy_loss, []))
+        cases.append(_TrainingCase(BASELINE, batch_size, None, None, copy.deepcopy(victim), x[:benign],
+                                   y[:benign], cross_entropy_loss, []))
         for method, penalty in PENALTY_METHODS.items():
-            for ratio in transition_ratios:
-                n = benign + int(round(ratio * benign))
-                cases.append(_TrainingCase(method, batch_size, float(ratio), copy.deepcopy(pdb_network), x[:n], y[:n],
-                                           GradientPenaltyLoss(lambda_gp, method=penalty), []))
+            for fraction in penalty_fractions:
+                for ratio in transition_ratios:
+                    n = benign + int(round(ratio * benign))
+                    loss_fn = GradientPenaltyLoss(lambda_gp, method=penalty, fraction=fraction)
+                    cases.append(_TrainingCase(method, batch_size, float(ratio), float(fraction),
+                                               copy.deepcopy(pdb_network), x[:n], y[:n], loss_fn, []))
 
     logger.info("timing %d training configurations: %d warm-up and %d timed epochs each",
                 len(cases), warmup, repeats)
@@ -138,7 +148,7 @@ def run_training_benchmark(*, model_name: str = "small_cnn", num_classes: int = 
     rows = []
     for case in cases:
         rows.append({"method": case.method, "batch_size": case.batch_size,
-                     "transition_ratio": case.transition_ratio,
+                     "transition_ratio": case.transition_ratio, "penalty_fraction": case.penalty_fraction,
                      "samples_per_epoch": len(case.x),
                      "batches_per_epoch": -(-len(case.x) // case.batch_size),
                      "seconds_per_epoch": summarize(case.seconds)})

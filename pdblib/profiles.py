@@ -43,7 +43,7 @@ _QUICK = {
                 "test_size": None, "mnist_pool_size": None},
     "02_victim": {"model": "small_cnn", "epochs": 8, "batch_size": 128, "lr": 1e-3, "min_test_acc": 0.90},
     "03_pdb": {"lambda_gp": 0.1, "transition_ratio": 0.1, "strategy": "bisection", "penalty_method": "exact",
-               "epochs": 2, "batch_size": 128, "lr": 5e-4, "target_flip_rate": 0.01,
+               "penalty_fraction": 1.0, "epochs": 2, "batch_size": 128, "lr": 5e-4, "target_flip_rate": 0.01,
                "flip_form": "onehot_random", "max_acc_drop": 0.015, "max_test_flip_rate": 0.02,
                "boundary_samples": 500},
     "04_attack": {"attack": "knockoff_random", "defenses": ["undefended", "pdb"],

@@ -17,7 +17,8 @@ to the boundary) and under Knockoff at one budget. Variants:
     Knobs of :data:`VARIANT_KNOBS` set to values: ``lambda_gp=1.0`` and
     ``transition_ratio=0.3`` give points of PDB's trade-off curves;
     ``penalty_method=finite_difference,seed=1`` retrains with the cheaper penalty and another
-    seed, to compare the two penalties within the seed-to-seed spread.
+    seed, to compare the two penalties within the seed-to-seed spread;
+    ``penalty_fraction=0.25`` computes the penalty on a quarter of each batch.
 
 To keep the step affordable on a CPU, every variant (``full`` included, so the comparison is
 fair) retrains on the first ``train_size`` images of the victim's training split.
@@ -59,7 +60,8 @@ def ablation_variants(config: PDBConfig) -> dict[str, PDBConfig]:
 
 
 # Knobs a variant name may set, with the type of their values.
-VARIANT_KNOBS = {"lambda_gp": float, "transition_ratio": float, "penalty_method": str, "seed": int}
+VARIANT_KNOBS = {"lambda_gp": float, "transition_ratio": float, "penalty_method": str, "penalty_fraction": float,
+                 "seed": int}
 
 
 def resolve_variant(name: str, config: PDBConfig) -> PDBConfig:
@@ -132,7 +134,8 @@ def stage_ablations(run: RunDir, bundle: DataBundle, *, variants: list[str] | No
         distance = deepfool_distance(model, bundle.x_test[:boundary_samples], num_classes=k)
         finite = distance[torch.isfinite(distance)]
         row = {"variant": name, "lambda_gp": config.lambda_gp, "transition_ratio": config.transition_ratio,
-               "strategy": config.strategy, "penalty_method": config.penalty_method, "retrain_seed": config.seed,
+               "strategy": config.strategy, "penalty_method": config.penalty_method,
+               "penalty_fraction": config.penalty_fraction, "retrain_seed": config.seed,
                "train_size": len(x_train), "retrain_seconds": retrain_seconds,
                "seconds_per_epoch": retrain_seconds / max(config.epochs, 1),
                "median_boundary_distance": float(finite.median()) if len(finite) else float("nan"),

@@ -163,10 +163,16 @@ def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
     """Return ``model``'s logits for ``x`` as a CPU tensor ``(N, outputs)``, in eval mode."""
     device = resolve_device(device)
     was_training = model.training
-    model.eval()
-    chunks = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(chunks)
+    if was_training:
+        model.eval()
+    if len(x) <= batch_size:  # one chunk: no list and no copy by torch.cat (the per-query latency path)
+        logits = model(x.to(device)).float().cpu()
+    else:
+        logits = torch.cat([model(x[i:i + batch_size].to(device)).float().cpu()
+                            for i in range(0, len(x), batch_size)])
+    if was_training:
+        model.train()
+    return logits
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

@@ -147,7 +147,7 @@ def validate_images(x: Any, *, name: str = "x", channels: int | None = None,
             f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}; "
             "add a batch dimension with x.unsqueeze(0) or a channel dimension with x.unsqueeze(1)"
         )
-    if x.shape[0] == 0:
+    if x.numel() == 0:
         raise InputError(f"{name} is an empty batch (shape {tuple(x.shape)}); send at least one input")
     if channels is not None and x.shape[1] != channels:
         raise InputError(f"{name} has {x.shape[1]} channels, expected {channels} (shape {tuple(x.shape)})")
@@ -158,10 +158,13 @@ def validate_images(x: Any, *, name: str = "x", channels: int | None = None,
             f"{name} has dtype {x.dtype}, expected a float dtype with values in [0, 1]; "
             "convert uint8 images with x.float() / 255"
         )
+    # One pass over the batch: a NaN makes both extremes NaN, an infinity puts one outside [0, 1].
+    low, high = (float(v) for v in torch.aminmax(x))
+    if 0.0 <= low and high <= 1.0:
+        return x
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
         raise InputError(f"{name} contains {bad} NaN or infinite values; remove or repair those inputs")
-    low, high = float(x.min()), float(x.max())
     if low < 0.0 or high > 1.0:
         raise InputError(
             f"{name} has values in [{low:.4g}, {high:.4g}], expected [0, 1]; "

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.[a-z_]*` is deprecate
 # Tiny settings: these tests check that the benchmark runs and what it writes, never its speed.
 TINY_ARGS = [
     "--model", "mlp", "--repeats", "2", "--warmup", "1", "--latency-batch", "1", "--throughput-batch", "8",
-    "--train-batch-sizes", "8", "--transition-ratios", "0", "0.5", "--train-batches", "2",
+    "--train-batch-sizes", "8", "--transition-ratios", "0", "0.5", "--penalty-fractions", "1", "0.5",
+    "--train-batches", "2",
     "--train-warmup", "0", "--train-repeats", "2",
 ]
 SUMMARY_KEYS = {"median", "q1", "q3", "iqr", "min", "max", "repeats"}
@@ -91,11 +92,12 @@ def test_inference_skips_unbuildable_defense(tiny_run):
 
 def test_training_rows_cover_grid(tiny_run):
     rows = tiny_run[0]["training"]["rows"]
-    assert len(rows) == 1 + 2 * 2  # plain, then two penalty methods at two ratios
+    assert len(rows) == 1 + 2 * 2 * 2  # plain, then two penalty methods at two fractions and two ratios
     plain = next(row for row in rows if row["method"] == "plain")
     assert plain["ratio"] == 1.0
     assert plain["samples_per_epoch"] == 16
-    with_transition = next(row for row in rows if row["method"] == "pdb_exact" and row["transition_ratio"] == 0.5)
+    with_transition = next(row for row in rows if row["method"] == "pdb_exact" and row["transition_ratio"] == 0.5
+                           and row["penalty_fraction"] == 0.5)
     assert with_transition["samples_per_epoch"] == 24
     assert with_transition["batches_per_epoch"] == 3
     for row in rows:
@@ -111,7 +113,7 @@ def test_markdown_page_has_tables(tiny_run):
     assert "## Defended inference" in page
     assert "## Training" in page
     assert "| method | what is timed |" in page
-    assert "| method | batch size | transition ratio |" in page
+    assert "| method | batch size | transition ratio | penalty fraction |" in page
     assert "`pdb_torchscript`" in page
     assert "`needs_surrogate`" in page
 
@@ -167,13 +169,15 @@ def test_training_rejects_bad_arguments():
         run_training_benchmark(batches=0)
     with pytest.raises(InputError, match="transition ratio"):
         run_training_benchmark(transition_ratios=(-0.1,))
+    with pytest.raises(InputError, match="penalty fractions"):
+        run_training_benchmark(penalty_fractions=(0.0,))
 
 
 def _quality_rows():
     import pandas as pd
 
     rows = []
-    for method, accs in (("exact", [0.890, 0.894, 0.892]), ("finite_difference", [0.891, 0.893, 0.860])):
+    for method, accs in (("exact", [0.890, 0.894, 0.892]), ("finite_difference", [0.870, 0.872, 0.868])):
         for seed, acc in enumerate(accs):
             rows.append({"penalty_method": method, "retrain_seed": seed, "defended_acc": acc, "acc_drop": 0.9 - acc,
                          "flip_rate": 0.01, "seconds_per_epoch": 10.0 if method == "exact" else 6.0,
@@ -185,20 +189,35 @@ def test_penalty_quality_summary_and_spread_verdict():
     from benchmarks.penalty_quality import summarize as summarize_quality
     from benchmarks.penalty_quality import variant_names
 
-    assert variant_names([0, 1]) == ["penalty_method=exact,seed=0", "penalty_method=exact,seed=1",
-                                     "penalty_method=finite_difference,seed=0",
-                                     "penalty_method=finite_difference,seed=1"]
+    assert variant_names([0, 1], ("exact", "finite_difference@0.25")) == [
+        "penalty_method=exact,seed=0", "penalty_method=exact,seed=1",
+        "penalty_method=finite_difference,penalty_fraction=0.25,seed=0",
+        "penalty_method=finite_difference,penalty_fraction=0.25,seed=1"]
     summary = summarize_quality(_quality_rows())
     exact = summary["per_method"]["exact"]["defended_acc"]
     assert exact["n"] == 3
     assert exact["mean"] == pytest.approx(0.892)
     assert exact["sd"] == pytest.approx(0.002)
     # Equal clone accuracies are within any spread; the shifted finite-difference mean is not.
-    assert summary["within_spread"]["clone_acc_knockoff_random"] is True
-    assert summary["within_spread"]["clone_acc_jbda"] is True
+    verdict = summary["within_spread"]["finite_difference"]
+    assert verdict["clone_acc_knockoff_random"] is True
+    assert verdict["clone_acc_jbda"] is True
     cheap = summary["per_method"]["finite_difference"]["defended_acc"]
-    expected = abs(exact["mean"] - cheap["mean"]) <= max(exact["sd"], cheap["sd"])
-    assert summary["within_spread"]["defended_acc"] is expected
+    assert cheap["mean"] == pytest.approx(0.870)
+    assert abs(exact["mean"] - cheap["mean"]) > max(exact["sd"], cheap["sd"])
+    assert verdict["defended_acc"] is False
+    # A fraction below 1 is its own penalty, compared with exact on its own.
+    rows = _quality_rows()
+    rows["penalty_fraction"] = [1.0] * 3 + [0.25] * 3
+    assert set(summarize_quality(rows)["within_spread"]) == {"finite_difference@0.25"}
+
+
+@pytest.mark.parametrize("label", ["adjoint", "exact@0", "exact@1.5", "exact@quarter"])
+def test_penalty_quality_rejects_bad_penalty_names(label):
+    from benchmarks.penalty_quality import parse_penalty
+
+    with pytest.raises(InputError, match="penalty"):
+        parse_penalty(label)
 
 
 def test_page_shows_penalty_quality_and_main_job(tiny_run):
@@ -211,8 +230,9 @@ def test_page_shows_penalty_quality_and_main_job(tiny_run):
              "wall_seconds": 1800.0, "peak_rss_gib": 1.5, "report": "reports/quick-x/index.html",
              "machine": {"usable_cores": 2, "platform": "Linux"}}
     page = render.render_markdown(results, chain=chain)
-    assert "## Exact versus finite-difference penalty" in page
-    assert "| `exact` | `finite_difference` |" in page.replace("| metric ", "")
+    assert "## Exact versus cheaper penalties" in page
+    assert "| `exact` | 3 |" in page
+    assert "| `finite_difference` | no | yes | yes |" in page
     assert "## The main job" in page
     assert "30.0 min" in page
 
@@ -231,3 +251,46 @@ def test_chain_records_exit_status_wall_time_and_report(tmp_path):
     assert record["report"] == "reports/x/index.html"
     assert record["wall_seconds"] >= 0
     assert record["peak_rss_gib"] > 0.04
+
+
+def test_profile_step_reads_code_cells_after_parameters():
+    from benchmarks.profile_step import notebook_code
+
+    cells = notebook_code("05_baselines")
+    assert cells and not any("am_epochs = 2  #" in cell for cell in cells)
+    assert any("stage_baselines(" in cell for cell in cells)
+
+
+def test_profile_step_refuses_folder_with_later_results(tmp_path):
+    from benchmarks.profile_step import check_not_run
+
+    (tmp_path / "artifacts" / "attack").mkdir(parents=True)
+    (tmp_path / "artifacts" / "attack" / "results.csv").write_text("x\n")
+    check_not_run(tmp_path, "05_baselines")  # step 04's results do not block step 05
+    (tmp_path / "artifacts" / "attack" / "baselines_jbda.csv").write_text("x\n")
+    with pytest.raises(InputError, match="baselines_jbda.csv"):
+        check_not_run(tmp_path, "05_baselines")
+    with pytest.raises(InputError, match="step 04_attack"):
+        check_not_run(tmp_path, "04_attack")
+    (tmp_path / "artifacts" / "attack" / "baselines_jbda.csv").unlink()
+    (tmp_path / "artifacts" / "report").mkdir()
+    (tmp_path / "artifacts" / "report" / "04_clone_accuracy.png").write_text("figure")
+    check_not_run(tmp_path, "05_baselines")  # figures of earlier steps share the report folder
+    (tmp_path / "artifacts" / "report" / "done.json").write_text("{}")
+    with pytest.raises(InputError, match="step 09_report"):
+        check_not_run(tmp_path, "05_baselines")
+
+
+def test_profile_step_rejects_non_run_folder(tmp_path):
+    from benchmarks.profile_step import main
+
+    assert main(["--run-dir", str(tmp_path), "--step", "05_baselines", "--out", str(tmp_path / "out")]) == 1
+
+
+def test_run_keeps_penalty_quality_of_an_earlier_file(tmp_path):
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"penalty_quality": {"run": "quick-x"}, "inference": {"stale": True}}))
+    run.main(["--out", str(out), "--skip-inference", *TINY_ARGS])
+    written = json.loads(out.read_text())
+    assert written["penalty_quality"] == {"run": "quick-x"}
+    assert "inference" not in written and "training" in written

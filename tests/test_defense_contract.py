@@ -110,6 +110,8 @@ BAD_BATCHES = {
     "wrong_channels": lambda x: x.repeat(1, 3, 1, 1),
     "uint8": lambda x: (x * 255).to(torch.uint8),
     "nan": lambda x: torch.where(torch.arange(x.numel()).reshape(x.shape) == 5, float("nan"), x),
+    "inf": lambda x: torch.where(torch.arange(x.numel()).reshape(x.shape) == 7, float("inf"), x),
+    "minus_inf": lambda x: torch.where(torch.arange(x.numel()).reshape(x.shape) == 7, float("-inf"), x),
     "above_one": lambda x: x + 1.5,
     "below_zero": lambda x: x - 1.5,
     "empty": lambda x: x[:0],
@@ -120,6 +122,15 @@ BAD_BATCHES = {
 def test_rejects_bad_batch(defense, queries, case):
     with pytest.raises(InputError):
         defense.answer(BAD_BATCHES[case](queries))
+
+
+@pytest.mark.parametrize(("case", "match"), [("nan", "1 NaN or infinite"), ("inf", "1 NaN or infinite"),
+                                             ("minus_inf", "1 NaN or infinite"), ("above_one", r"expected \[0, 1\]")])
+def test_bad_values_are_named(queries, case, match):
+    from pdblib.utils import validate_images
+
+    with pytest.raises(InputError, match=match):
+        validate_images(BAD_BATCHES[case](queries))
 
 
 def test_unknown_name_lists_choices():

@@ -84,8 +84,44 @@ def test_loss_adds_weighted_penalty():
     assert loss.item() == pytest.approx(parts["ce"].item() + 2.5 * parts["penalty"].item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("method", ["exact", "finite_difference"])
+def test_penalty_fraction_penalizes_leading_rows_only(method):
+    model = _smooth_model()
+    x, y = make_blobs(12, seed=7)
+    x = x.double()
+    full_loss, full_logits, full_parts = GradientPenaltyLoss(1.0, method=method)(model, x, y)
+    loss, logits, parts = GradientPenaltyLoss(1.0, method=method, fraction=0.25)(model, x, y)
+    # Logits and cross-entropy cover the whole batch in its order; the penalty only rows 0..2.
+    assert torch.allclose(logits, full_logits)
+    assert parts["ce"].item() == pytest.approx(full_parts["ce"].item(), rel=1e-10)
+    first_rows = GradientPenaltyLoss(1.0, method=method)(model, x[:3], y[:3])[2]["penalty"]
+    assert parts["penalty"].item() == pytest.approx(first_rows.item(), rel=1e-10)
+    assert parts["penalty"].item() != pytest.approx(full_parts["penalty"].item(), rel=1e-3)
+    assert loss.item() == pytest.approx(parts["ce"].item() + parts["penalty"].item(), rel=1e-10)
+
+
+def test_penalty_fraction_gradient_is_unbiased_over_shuffles():
+    # Averaged over every cyclic shift of the batch, the leading-rows estimate of the penalty's
+    # parameter gradient equals the full-batch gradient.
+    model = _smooth_model()
+    x, y = make_blobs(8, seed=8)
+    x = x.double()
+    weight = model.body[1].weight
+
+    def grad(loss_fn, xb, yb):
+        model.zero_grad()
+        loss_fn(model, xb, yb)[0].backward()
+        return weight.grad.clone()
+
+    full = grad(GradientPenaltyLoss(1.0), x, y)
+    sub = GradientPenaltyLoss(1.0, fraction=0.25)
+    shifts = [torch.roll(torch.arange(8), -2 * k) for k in range(4)]
+    average = sum(grad(sub, x[order], y[order]) for order in shifts) / len(shifts)
+    assert torch.allclose(average, full, rtol=1e-8, atol=1e-12)
+
+
 @pytest.mark.parametrize("kwargs", [{"lambda_gp": -1.0}, {"lambda_gp": float("nan")}, {"method": "approx"},
-                                    {"fd_step": 0.0}])
+                                    {"fd_step": 0.0}, {"fraction": 0.0}, {"fraction": 1.5}])
 def test_loss_rejects_bad_knobs(kwargs):
     with pytest.raises(InputError):
         GradientPenaltyLoss(**kwargs)

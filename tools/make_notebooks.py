@@ -144,6 +144,7 @@ lambda_gp = 0.1  # weight of the input-gradient penalty ||dCE/dx||^2
 transition_ratio = 0.1  # transition samples per benign training sample
 strategy = "bisection"  # transition synthesis: "bisection", "margin" or "mixup"
 penalty_method = "exact"  # "exact" (double backprop) or "finite_difference"
+penalty_fraction = 1.0  # share of each batch the penalty is computed on; below 1 is cheaper and noisier
 epochs = 2  # fine-tuning epochs of PDB and of the CE baseline
 batch_size = 128  # mini-batch size
 lr = 5e-4  # Adam learning rate, cosine schedule
@@ -160,7 +161,7 @@ from pdblib.stages import load_run_data, load_victim
 if flip_form not in FLIP_FORMS:
     raise InputError(f"unknown flip_form {flip_form!r}; choose one of {list(FLIP_FORMS)}")
 config = PDBConfig(lambda_gp=lambda_gp, transition_ratio=transition_ratio, strategy=strategy,
-                   penalty_method=penalty_method, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+                   penalty_method=penalty_method, penalty_fraction=penalty_fraction, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
 bundle = load_run_data(run)
 victim = load_victim(run)'''),
  ("code", '''from pdblib.stages import stage_pdb

@@ -48,6 +48,9 @@ class PDBConfig:
         Transition synthesis strategy: "bisection", "margin" or "mixup".
     penalty_method : str
         "exact" (double backprop) or "finite_difference".
+    penalty_fraction : float
+        Share of each batch, in (0, 1], that the penalty is computed on; below 1 it is a
+        cheaper, noisier estimate (see :mod:`pdblib.core.penalty`).
     epochs, batch_size, lr : training of the fine-tuning run (Adam, cosine schedule).
     seed : int
         Seeds synthesis, the new head row and the batch order.
@@ -59,6 +62,7 @@ class PDBConfig:
     transition_ratio: float = 0.1
     strategy: str = "bisection"
     penalty_method: str = "exact"
+    penalty_fraction: float = 1.0
     epochs: int = 3
     batch_size: int = 128
     lr: float = 5e-4
@@ -71,6 +75,9 @@ class PDBConfig:
         check_range(self.transition_ratio, 0.0, 10.0, name="transition_ratio")
         check_choice(self.strategy, STRATEGIES, what="transition strategy")
         check_choice(self.penalty_method, PENALTY_METHODS, what="penalty method")
+        if not 0 < self.penalty_fraction <= 1:
+            raise InputError(f"penalty_fraction must be in (0, 1], got {self.penalty_fraction!r}; "
+                             "1 penalizes every sample")
 
     def train_config(self) -> TrainConfig:
         """Return the :class:`TrainConfig` of the fine-tuning run."""
@@ -117,7 +124,7 @@ def pdb_retrain(victim: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         y_all = torch.cat([y_train, transition.y])
     else:
         x_all, y_all = x_train, y_train
-    loss = GradientPenaltyLoss(config.lambda_gp, method=config.penalty_method)
+    loss = GradientPenaltyLoss(config.lambda_gp, method=config.penalty_method, fraction=config.penalty_fraction)
     logger.info("PDB retraining on %d benign + %d transition samples, lambda_gp=%g, %d epochs",
                 len(x_train), len(x_all) - len(x_train), config.lambda_gp, config.epochs)
     history = train_model(model, x_all, y_all, config.train_config(), loss_fn=loss,
