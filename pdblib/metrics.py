@@ -53,9 +53,25 @@ def utility_metrics(defense: Defense, victim: nn.Module, x: torch.Tensor, y: tor
     }
 
 
+def reference_predictions(defense: Defense, x: torch.Tensor, *, batch_size: int = 1000
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the defended labels ``(N,)`` of ``x`` and the deployed network's unflipped top-1 ``(N,)``."""
+    labels, reference = [], []
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size]
+        labels.append(defense.answer(xb).labels)
+        reference.append(defense.reference_labels(xb))
+    return torch.cat(labels), torch.cat(reference)
+
+
 def clone_metrics(clone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, victim: nn.Module,
-                  defense: Defense) -> dict[str, float]:
+                  defense: Defense, victim_pred: torch.Tensor | None = None,
+                  deployed_pred: torch.Tensor | None = None) -> dict[str, float]:
     """Accuracy and fidelity of a stolen ``clone`` on the test set ``(x, y)``.
+
+    ``victim_pred`` and ``deployed_pred`` ``(N,)``, when given, are the victim's top-1 and the
+    deployed network's unflipped top-1 on ``x``, computed once for many clones; otherwise
+    they are predicted here.
 
     Returns
     -------
@@ -65,8 +81,10 @@ def clone_metrics(clone: nn.Module, x: torch.Tensor, y: torch.Tensor, *, victim:
         (agreement with the deployed network's unflipped top-1).
     """
     clone_pred = predict_logits(clone, x).argmax(dim=1)
-    victim_pred = predict_logits(victim, x).argmax(dim=1)
-    deployed_pred = torch.cat([defense.reference_labels(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+    if victim_pred is None:
+        victim_pred = predict_logits(victim, x).argmax(dim=1)
+    if deployed_pred is None:
+        deployed_pred = torch.cat([defense.reference_labels(x[i:i + 1000]) for i in range(0, len(x), 1000)])
     clone_acc = float((clone_pred == y).float().mean())
     victim_acc = float((victim_pred == y).float().mean())
     return {

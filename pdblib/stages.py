@@ -21,10 +21,10 @@ from pdblib.core import PDBConfig, PDBDefense, pdb_retrain
 from pdblib.core.inference import FLIP_FORMS
 from pdblib.data import DataBundle, SplitSpec, load_bundle, prepare_fashion_mnist
 from pdblib.defenses import Defense, Undefended
-from pdblib.metrics import clone_metrics, utility_metrics
+from pdblib.metrics import clone_metrics, reference_predictions, utility_metrics
 from pdblib.models import build_model
 from pdblib.runs import RunDir
-from pdblib.training import TrainConfig, accuracy, train_model
+from pdblib.training import TrainConfig, accuracy, predict_logits, train_model
 from pdblib.utils import InputError, check_choice, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,40 @@ RESULT_COLUMNS = ["defense", "attack", "pool", "output", "budget", "seed", "quer
                   "victim_acc", "defended_acc", "seconds", "defense_knobs"]
 
 
+class ReferenceCache:
+    """Test-set predictions that stay the same across the attack runs of one run folder.
+
+    Step 06 calls :func:`stage_attacks` once per attack, and every call needs the victim's and
+    each defense's predictions on the same test images. An entry is reused while the test
+    tensor is the same object and the checkpoints and knob records it depends on are unchanged
+    (same modification times), so a re-trained victim or re-fitted baseline is predicted anew.
+    """
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple] = {}
+
+    @staticmethod
+    def stamp(run: RunDir) -> tuple:
+        """Return the modification times of the run's checkpoints and knob records."""
+        files = []
+        for step in ("victim", "pdb", "baselines"):
+            folder = run.path / "artifacts" / step
+            if folder.is_dir():
+                files += sorted(folder.glob("*.pt")) + sorted(folder.glob("config.json"))
+        return tuple((str(path), path.stat().st_mtime_ns) for path in files)
+
+    def get(self, key: tuple, x: torch.Tensor, stamp: tuple, compute):
+        """Return ``compute()`` for ``key``, computed again only when ``x`` or ``stamp`` changed."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not x or entry[1] != stamp:
+            entry = (x, stamp, compute())
+            self._entries[key] = entry
+        return entry[2]
+
+
+_REFERENCE_CACHE = ReferenceCache()
+
+
 def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attack: str = "knockoff_random",
                   pools: list[str], outputs: list[str], budgets: list[int], seed: int = 0,
                   clone_model: str = "small_cnn_narrow", clone_epochs: int = 10, clone_lr: float = 1e-3,
@@ -247,12 +281,19 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
     path = run.artifact("attack", filename)
     done = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
     victim = load_victim(run)
-    victim_acc = accuracy(victim, bundle.x_test, bundle.y_test)
+    stamp = ReferenceCache.stamp(run)
+    run_key = str(run.path.resolve())
+    victim_pred = _REFERENCE_CACHE.get((run_key, "victim"), bundle.x_test, stamp,
+                                      lambda: predict_logits(victim, bundle.x_test).argmax(dim=1))
+    victim_acc = float((victim_pred == bundle.y_test).float().mean())
 
     for defense_name in defenses:
         knobs = (defense_knobs or {}).get(defense_name)
         defense = load_defense(run, defense_name, device=device, knobs=knobs)
-        defended_acc = None
+        # Unkeyed PDB draws a new flip key on every call, so its defended labels are not reused.
+        reusable = defense.deterministic
+        defense_key = (run_key, defense_name, json.dumps(knobs or {}, sort_keys=True))
+        defended_acc = deployed_pred = None
         for pool_name in pools:
             for output in outputs:
                 key = (done["defense"] == defense_name) & (done["attack"] == attack) & \
@@ -261,7 +302,14 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
                     logger.info("skipping %s/%s/%s/%s: already in %s", defense_name, attack, pool_name, output, path)
                     continue
                 if defended_acc is None:
-                    defended_acc = utility_metrics(defense, victim, bundle.x_test, bundle.y_test)["defended_acc"]
+                    def predict(defense=defense):
+                        return reference_predictions(defense, bundle.x_test)
+
+                    if reusable:
+                        labels, deployed_pred = _REFERENCE_CACHE.get(defense_key, bundle.x_test, stamp, predict)
+                    else:
+                        labels, deployed_pred = predict()
+                    defended_acc = float((labels == bundle.y_test).float().mean())
                 start = time.perf_counter()
                 oracle = QueryOracle(defense, max(budgets), output=output)
                 attacker = build_attack(attack, clone_model=clone_model, seed=seed, device=device, progress=progress,
@@ -273,7 +321,8 @@ def stage_attacks(run: RunDir, bundle: DataBundle, *, defenses: list[str], attac
                 flipped = torch.cat(oracle.log.flipped)
                 rows = []
                 for budget, clone in result.clones.items():
-                    metrics = clone_metrics(clone, bundle.x_test, bundle.y_test, victim=victim, defense=defense)
+                    metrics = clone_metrics(clone, bundle.x_test, bundle.y_test, victim=victim, defense=defense,
+                                            victim_pred=victim_pred, deployed_pred=deployed_pred)
                     rows.append({"defense": defense_name, "attack": attack, "pool": pool_name, "output": output,
                                  "budget": budget, "seed": seed, "queries_used": min(budget, oracle.used),
                                  "flip_fraction": float(flipped[:budget].float().mean()),

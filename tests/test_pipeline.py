@@ -2,12 +2,14 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
 import nbformat
 import pandas as pd
 import pytest
+import torch
 
 from pdblib.browser import check_page, find_chromium
 from pdblib.pipeline import NOTEBOOK_DIR, main, run_chain
@@ -204,3 +206,24 @@ def test_strength_cells_reject_an_empty_knob_list():
     with pytest.raises(InputError, match="non-empty list"):
         strength_cells({"mad": {"epsilon": []}}, attacks=["jbda"], pools=["mnist"], outputs=["probs"],
                        budgets=[100], seeds=[0])
+
+
+def test_reference_cache_recomputes_on_change(tmp_path):
+    from pdblib.runs import RunDir
+    from pdblib.stages import ReferenceCache
+
+    cache, run = ReferenceCache(), RunDir(tmp_path)
+    checkpoint = run.artifact("victim", "victim.pt")
+    checkpoint.write_bytes(b"v1")
+    x, calls = torch.zeros(3), []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    assert cache.get(("r", "victim"), x, ReferenceCache.stamp(run), compute) == 1
+    assert cache.get(("r", "victim"), x, ReferenceCache.stamp(run), compute) == 1
+    os.utime(checkpoint, ns=(0, 12345))  # a re-trained victim
+    assert cache.get(("r", "victim"), x, ReferenceCache.stamp(run), compute) == 2
+    assert cache.get(("r", "victim"), x.clone(), ReferenceCache.stamp(run), compute) == 3  # another test tensor
+    assert cache.get(("r", "pdb"), x, ReferenceCache.stamp(run), compute) == 4

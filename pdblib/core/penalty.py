@@ -15,10 +15,9 @@ ordinary backward pass.
 ``fraction < 1`` computes the penalty on the first ``ceil(fraction * B)`` samples of each
 batch only, and plain cross-entropy on the rest, in a separate forward pass. The training loop
 shuffles the samples every epoch, so those rows are a uniform random subset of the batch and the
-subset's mean penalty is an unbiased estimate of the batch's. The extra work of the penalty
-(roughly four forward passes' worth per sample for either method) then scales with
-``fraction``; this is the usual cost cut of stochastic regularizers, which trades variance of
-the penalty's gradient for time.
+subset's mean penalty is an unbiased estimate of the batch's. The penalty's extra work per
+sample (an estimate: about four forward passes' worth for either method on a small CNN) then
+scales with ``fraction``. The price is a noisier gradient of the penalty.
 """
 
 from __future__ import annotations
@@ -69,13 +68,23 @@ def finite_difference_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor
 
     Returns the same triple as :func:`input_gradient_penalty`. ``step`` is ``h`` in input
     units (pixels in [0, 1]); Finlay & Oberman (2019) use a small fixed ``h``.
+
+    Both forward passes draw the same random numbers (the generator state is restored before
+    the second), so a network with dropout in train mode uses one dropout mask for ``x`` and
+    ``x + h d``. With two masks the difference would measure dropout noise divided by ``h``,
+    not the gradient.
     """
+    rng_state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state(x.device) if x.device.type == "cuda" else None
     x_req = x.detach().requires_grad_(True)
     logits = model(x_req)
     ce = F.cross_entropy(logits, y, reduction="none")
     (grad,) = torch.autograd.grad(ce.sum(), x_req, retain_graph=True)
     norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
     direction = (grad / norm.view(-1, *([1] * (x.dim() - 1)))).detach()
+    torch.set_rng_state(rng_state)
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state, x.device)
     ce_shifted = F.cross_entropy(model(x.detach() + step * direction), y, reduction="none")
     penalty = ((ce_shifted - ce) / step).pow(2)
     return ce, penalty, logits
