@@ -62,8 +62,8 @@ def check_not_run(run_dir: Path, step: str) -> None:
         found = [path for path in candidates if (run_dir / "artifacts" / path).exists()]
         if found:
             raise InputError(
-                f"{run_dir} already holds results of step {name} (artifacts/{found[0]}); the profiled step would "
-                "resume instead of working. Profile on a folder that stops before the step, e.g. one made with "
+                f"{run_dir} already contains results of step {name} (artifacts/{found[0]}), so the profiled step "
+                "would resume instead of running. Profile on a folder that stops before the step, e.g. one made with "
                 "`python -m pdblib.pipeline --profile quick --steps 01_data 02_victim 03_pdb`")
 
 
